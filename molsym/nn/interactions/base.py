@@ -1,0 +1,61 @@
+"""The interaction protocol shared by every family.
+
+A family is three modules built from one :class:`ModelSettings`:
+
+* ``embedding(species, geometry, graph) -> features``: element indices (N,)
+  to the family's initial node features;
+* ``interaction(features, geometry, graph) -> features``: one message-passing
+  layer;
+* ``invariants(features) -> (N, channels)``: rotation-invariant node scalars
+  for the readout.
+
+Features keep the family's natural form, named by ``Family.form``:
+``"cartesian"`` is (N, C, 3, 3) rank-2 tensors, ``"sh"`` is spherical-harmonic
+coefficients (N, (lmax+1)^2, C) with parity (-1)^l. The core converts between
+forms exactly (``molsym.o3.cartesian``) so that families can be stacked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from molsym.nn.geometry import EdgeGeometry
+
+FORMS = ("cartesian", "sh")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Hyper-parameters that every family reads (one place, no long argument lists)."""
+
+    num_elements: int
+    channels: int = 128
+    num_radial: int = 32
+    cutoff: float = 4.5
+    lmax: int = 2
+    radial_hidden: int = 64
+    avg_num_neighbors: float = 16.0
+
+
+class Interaction(nn.Module):
+    """One message-passing layer: ``forward(features, geometry, graph) -> features``."""
+
+    def forward(self, features: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:  # noqa: D102
+        raise NotImplementedError  # abstract
+
+
+@dataclass(frozen=True)
+class Family:
+    """An interaction family: its feature form and the classes that build its modules."""
+
+    name: str
+    form: str
+    embedding: type
+    interaction: type
+    invariants: type
+
+    def __post_init__(self):
+        if self.form not in FORMS:
+            raise ValueError(f"family {self.name!r}: unknown feature form {self.form!r}, expected one of {FORMS}")

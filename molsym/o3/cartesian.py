@@ -1,0 +1,102 @@
+"""Exact linear maps between Cartesian 3x3 tensors and irreps 0e + 1o + 2e.
+
+A rank-2 tensor X = I + A + S splits into its scalar part I = tr(X)/3 Id, its
+antisymmetric part A and its symmetric traceless part S. The orthonormal map
+:func:`to_irreps` sends X (..., 3, 3) to 9 coefficients (..., 9) ordered
+[l=0 | l=1 (x, y, z) | l=2 (5)], in e3nn's basis, so that rotating X by
+R X R^T rotates the coefficients by e3nn's Wigner-D matrices of 0 + 1 + 2.
+
+Parity: molsym's Cartesian features carry the antisymmetric part of a polar
+vector (skew(r)), so the l=1 block is labelled 1o, matching the spherical
+harmonics' parity (-1)^l. The Frobenius norm is preserved: |X|^2 = |to_irreps(X)|^2.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+_S2 = 1.0 / math.sqrt(2.0)
+_S3 = 1.0 / math.sqrt(3.0)
+_S6 = 1.0 / math.sqrt(6.0)
+
+
+def irreps_basis(dtype=torch.float64, device=None) -> torch.Tensor:
+    """Orthonormal change of basis Q (9, 3, 3): coefficient k = sum_ab Q[k,a,b] X[a,b]."""
+    q = torch.zeros(9, 3, 3, dtype=dtype, device=device)
+    q[0, 0, 0] = q[0, 1, 1] = q[0, 2, 2] = _S3
+    # l = 1: skew(v) -> sqrt(2) v, with skew(v) = [[0,-z,y],[z,0,-x],[-y,x,0]]
+    q[1, 2, 1], q[1, 1, 2] = _S2, -_S2
+    q[2, 0, 2], q[2, 2, 0] = _S2, -_S2
+    q[3, 1, 0], q[3, 0, 1] = _S2, -_S2
+    # l = 2 in e3nn's order (y is the polar axis)
+    q[4, 0, 2] = q[4, 2, 0] = _S2
+    q[5, 0, 1] = q[5, 1, 0] = _S2
+    q[6, 1, 1], q[6, 0, 0], q[6, 2, 2] = 2 * _S6, -_S6, -_S6
+    q[7, 1, 2] = q[7, 2, 1] = _S2
+    q[8, 2, 2], q[8, 0, 0] = _S2, -_S2
+    return q
+
+
+_BASIS_CACHE: dict = {}
+
+
+def _basis(like: torch.Tensor) -> torch.Tensor:
+    key = (like.dtype, like.device)
+    q = _BASIS_CACHE.get(key)
+    if q is None:
+        q = irreps_basis(like.dtype, like.device).reshape(9, 9)
+        _BASIS_CACHE[key] = q
+    return q
+
+
+def to_irreps(x: torch.Tensor) -> torch.Tensor:
+    """Cartesian (..., 3, 3) -> coefficients (..., 9) of 0e + 1o + 2e."""
+    return x.reshape(x.shape[:-2] + (9,)) @ _basis(x).T
+
+
+def from_irreps(c: torch.Tensor) -> torch.Tensor:
+    """Coefficients (..., 9) of 0e + 1o + 2e -> Cartesian (..., 3, 3)."""
+    return (c @ _basis(c)).reshape(c.shape[:-1] + (3, 3))
+
+
+def skew(v: torch.Tensor) -> torch.Tensor:
+    """Vector (..., 3) -> antisymmetric matrix (..., 3, 3) with skew(v) w = v x w."""
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack((o, -z, y, z, o, -x, -y, x, o), dim=-1).reshape(v.shape[:-1] + (3, 3))
+
+
+def symmetric_traceless_outer(v: torch.Tensor) -> torch.Tensor:
+    """Vector (..., 3) -> v v^T - |v|^2 Id / 3, shape (..., 3, 3)."""
+    outer = v.unsqueeze(-1) * v.unsqueeze(-2)
+    eye = torch.eye(3, dtype=v.dtype, device=v.device)
+    return outer - (v * v).sum(-1)[..., None, None] / 3.0 * eye
+
+
+def decompose(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """X (..., 3, 3) -> (I, A, S), each (..., 3, 3), with X = I + A + S."""
+    eye = torch.eye(3, dtype=x.dtype, device=x.device)
+    trace = x.diagonal(dim1=-2, dim2=-1).sum(-1)
+    i_part = trace[..., None, None] / 3.0 * eye
+    a_part = 0.5 * (x - x.transpose(-1, -2))
+    s_part = 0.5 * (x + x.transpose(-1, -2)) - i_part
+    return i_part, a_part, s_part
+
+
+def irreps_to_sh_layout(c: torch.Tensor, lmax: int) -> torch.Tensor:
+    """TensorNet coefficients (N, C, 9) -> SH layout (N, (lmax+1)^2, C), truncated or zero-padded."""
+    n, ch, _ = c.shape
+    dim = (lmax + 1) ** 2
+    out = c.transpose(1, 2)
+    if dim <= 9:
+        return out[:, :dim].contiguous()
+    return torch.cat((out, out.new_zeros(n, dim - 9, ch)), dim=1)
+
+
+def sh_layout_to_irreps(x: torch.Tensor) -> torch.Tensor:
+    """SH layout (N, (L+1)^2, C) -> TensorNet coefficients (N, C, 9) (degrees > 2 dropped)."""
+    n, dim, ch = x.shape
+    if dim >= 9:
+        return x[:, :9].transpose(1, 2).contiguous()
+    return torch.cat((x, x.new_zeros(n, 9 - dim, ch)), dim=1).transpose(1, 2).contiguous()

@@ -1,0 +1,1 @@
+"""Training of molsym potentials (datasets, losses, loop, CLI)."""
