@@ -1,0 +1,66 @@
+"""Shared fixtures: real structures from ../shared/data (or the shipped copy) and small models."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+import molsym
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MOLSYM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHIPPED_3BPA = ROOT / "examples" / "data" / "3bpa_subset.xyz"
+
+# Small but complete models of every family and mixed stacks (float64 tests).
+MODEL_CONFIGS = {
+    "tensornet": {"family": "tensornet", "channels": 16, "layers": 2, "num_radial": 8},
+    "e3nn": {"family": "e3nn", "channels": 8, "layers": 2, "num_radial": 8, "lmax": 2},
+    "e3nn_lmax3": {"family": "e3nn", "channels": 4, "layers": 1, "num_radial": 8, "lmax": 3},
+    "tensornet+e3nn": {"family": ["tensornet", "e3nn"], "channels": 8, "layers": 2, "num_radial": 8},
+    "e3nn+tensornet": {"family": ["e3nn", "tensornet"], "channels": 8, "layers": 2, "num_radial": 8},
+}
+ELEMENTS = [1, 6, 7, 8, 29]
+
+
+def bpa_frames(count: int = 4):
+    """The first ``count`` frames of 3BPA (27 atoms, H/C/N/O)."""
+    path = SHARED / "3bpa" / "train_300K.xyz"
+    if not path.exists():
+        path = SHIPPED_3BPA
+    return ase.io.read(path, index=f":{count}")
+
+
+def make_model(name: str, dtype=torch.float64, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    config = {**MODEL_CONFIGS[name], "elements": ELEMENTS, **overrides}
+    model = molsym.Potential.from_config(config).to(dtype)
+    # a non-trivial energy scale so that derivative checks see real signal
+    model.set_energy_reference(scale=1.0, shift=-0.1)
+    return model.eval()
+
+
+@pytest.fixture(params=sorted(MODEL_CONFIGS))
+def family_name(request):
+    return request.param
+
+
+@pytest.fixture
+def bpa():
+    return bpa_frames(1)[0]
+
+
+def periodic_copper(seed: int = 0):
+    """A perturbed 2x2x2 fcc Cu supercell with an O atom (32+1 atoms), periodic."""
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    atoms.append("O")
+    atoms.positions[-1] = [0.9, 0.9, 0.9]
+    rng = np.random.default_rng(seed)
+    atoms.positions += 0.1 * rng.standard_normal(atoms.positions.shape)
+    atoms.set_cell(atoms.cell.array + 0.05 * rng.standard_normal((3, 3)), scale_atoms=True)
+    return atoms
