@@ -1,3 +1,182 @@
-"""placeholder"""
-class MolSymCalculator:  # replaced below
-    pass
+"""ASE calculator for molsym potentials: energy, atomic energies, forces, stress, exact Hessians.
+
+Units follow ASE: energies eV, forces eV/Å, stress eV/Å³ (Voigt order xx, yy,
+zz, yz, xz, xy; ASE's sign convention), Hessian eV/Å².
+
+Usage::
+
+    from molsym.calculators import MolSymCalculator
+    atoms.calc = MolSymCalculator(model, device="cpu", dtype="float64")
+    atoms.get_potential_energy(); atoms.get_forces()
+    atoms.calc.get_hessian(atoms)          # (3N, 3N) eV/Å²
+
+Caching follows ASE's contract: :meth:`calculate` is reached only through
+``BaseCalculator.get_property``, which compares the atoms with those of the
+last calculation (``check_state``) and reuses ``self.results`` when nothing
+changed. One call computes energy, free energy, atomic energies and forces
+together (and the stress of fully periodic systems), so asking for any of
+them afterwards costs nothing.
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import torch
+from ase.calculators.calculator import (
+    Calculator,
+    PropertyNotImplementedError,
+    all_changes,
+    compare_atoms,
+)
+
+from molsym.data import keys as K
+from molsym.data.graph import from_ase, to_device
+from molsym.models.derivatives import energy_forces_stress, hessian as exact_hessian
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    torch.float32: torch.float32,
+    torch.float64: torch.float64,
+}
+
+
+def _resolve_dtype(dtype) -> torch.dtype:
+    try:
+        return _DTYPES[dtype]
+    except (KeyError, TypeError):
+        raise ValueError(f"dtype must be 'float32' or 'float64' (or the torch dtype), got {dtype!r}") from None
+
+
+def _full_voigt(stress: np.ndarray) -> np.ndarray:
+    """(3, 3) -> Voigt (6,): xx, yy, zz, yz, xz, xy (ASE order)."""
+    return stress.flat[[0, 4, 8, 5, 2, 1]].copy()
+
+
+class MolSymCalculator(Calculator):
+    """ASE calculator wrapping a :class:`molsym.Potential`.
+
+    Args:
+        model: a ``molsym.Potential``. The calculator works on its own copy of
+            it, cast to ``dtype``, moved to ``device``, in eval mode with
+            parameters frozen; the model passed in is never modified.
+        device: torch device for the computation ("cpu", "cuda", "cuda:1", ...).
+        dtype: "float64" (default; use it for MD, phonons and Hessians) or
+            "float32". Positions, cell and lattice shifts are built in this
+            dtype and the model runs in it; results are returned as float64
+            numpy arrays, as ASE expects.
+        hessian_chunk_size: rows of the Hessian computed per batched backward
+            pass in :meth:`get_hessian` (memory grows with it).
+        **kwargs: passed to ``ase.calculators.calculator.Calculator``.
+
+    Properties (``implemented_properties``, fixed for the class):
+        energy, free_energy: float, eV (equal: the model has no electronic entropy).
+        energies: (N,) eV, per-atom contributions summing to the energy.
+        forces: (N, 3) eV/Å.
+        stress: (6,) eV/Å³, Voigt form; only for fully periodic cells
+            (``pbc`` all True, non-zero volume). Asking for it otherwise
+            raises ``PropertyNotImplementedError`` with the reason.
+    The exact Hessian is available through :meth:`get_hessian`.
+
+    The neighbour list is rebuilt from the atoms on every calculation, so
+    atoms may move arbitrarily far between calls.
+    """
+
+    implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
+
+    def __init__(self, model, device="cpu", dtype="float64", *, hessian_chunk_size: int = 32, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(model, torch.nn.Module) or not hasattr(model, "cutoff") or not hasattr(model, "elements"):
+            raise TypeError(f"model must be a molsym.Potential, got {type(model).__name__}")
+        if int(hessian_chunk_size) < 1:
+            raise ValueError(f"hessian_chunk_size must be >= 1, got {hessian_chunk_size}")
+        self.dtype = _resolve_dtype(dtype)
+        self.device = torch.device(device)
+        model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        self.model = model
+        self.hessian_chunk_size = int(hessian_chunk_size)
+        self._hessian_state: tuple | None = None  # (atoms copy, (3N, 3N) float64 array)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device="cpu", dtype="float64", **kwargs) -> "MolSymCalculator":
+        """Calculator for a checkpoint written by ``molsym.save`` (read safely, see ``molsym.load``)."""
+        from molsym.checkpoint import load
+
+        return cls(load(path, map_location="cpu"), device=device, dtype=dtype, **kwargs)
+
+    # --- ASE interface ------------------------------------------------------------
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        """Compute energy, free energy, atomic energies and forces (and stress when periodic).
+
+        Called by ``get_property`` only when ``check_state`` reports changes or a
+        requested property is missing from ``self.results``.
+        """
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        periodic = bool(np.all(atoms.get_pbc()))
+        if "stress" in properties and not periodic:
+            raise PropertyNotImplementedError(
+                f"stress is only defined for fully periodic systems, but these atoms have pbc={atoms.get_pbc().tolist()}; "
+                "set a cell and pbc=True to compute it"
+            )
+        graph = self._graph(atoms)
+        out = energy_forces_stress(self.model, graph, forces=True, stress=periodic)
+        energy = float(out[K.ENERGY].detach().sum().cpu())
+        results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out[K.ATOMIC_ENERGIES].detach().cpu().double().numpy(),
+            "forces": out[K.FORCES].detach().cpu().double().numpy(),
+        }
+        if periodic:
+            results["stress"] = _full_voigt(out[K.STRESS][0].detach().cpu().double().numpy())
+        self.results = results
+
+    def reset(self) -> None:
+        """Forget the atoms and all results, including a cached Hessian."""
+        super().reset()
+        self._hessian_state = None
+
+    # --- Hessian ------------------------------------------------------------------
+
+    def get_hessian(self, atoms=None) -> np.ndarray:
+        """Exact Hessian d²E/dx², (3N, 3N) float64 numpy array, eV/Å².
+
+        Rows and columns run over atoms then Cartesian components
+        (index 3 * atom + axis). Computed by a second autograd pass in the
+        calculator's dtype (float64 recommended) and cached until the atoms
+        change. ``atoms=None`` uses the atoms of the last calculation.
+        """
+        if atoms is None:
+            atoms = self.atoms
+            if atoms is None:
+                raise ValueError("get_hessian() needs atoms: pass them, or compute another property first")
+        elif self.check_state(atoms):
+            self.reset()
+        if self._hessian_state is not None and not compare_atoms(self._hessian_state[0], atoms):
+            return self._hessian_state[1].copy()
+        graph = self._graph(atoms)
+        matrix = exact_hessian(self.model, graph, chunk_size=self.hessian_chunk_size).cpu().double().numpy()
+        if self.atoms is None:  # after check_state/reset, self.atoms is None or equal to atoms
+            self.atoms = atoms.copy()
+        self._hessian_state = (atoms.copy(), matrix)
+        return matrix.copy()
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _graph(self, atoms) -> dict[str, torch.Tensor]:
+        """Atoms -> graph dict in the calculator's dtype, on its device; clear errors for bad input."""
+        numbers = np.asarray(atoms.get_atomic_numbers())
+        missing = sorted(set(numbers.tolist()) - set(self.model.elements))
+        if missing:
+            raise ValueError(
+                f"atoms contain element(s) with atomic number {missing}, which this model does not know "
+                f"(it was built for {self.model.elements})"
+            )
+        graph = from_ase(atoms, self.model.cutoff, dtype=self.dtype)
+        return to_device(graph, self.device)

@@ -9,50 +9,64 @@ from molsym.data.graph import collate, from_ase, to_device
 from molsym.models.derivatives import energy_forces_stress, hessian as exact_hessian
 
 
-def _model_dtype_device(model):
-    p = next(model.parameters())
-    return p.dtype, p.device
+def _model_dtype_device(model) -> tuple[torch.dtype, torch.device]:
+    """Floating dtype and device of the model's parameters (or buffers)."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype, tensor.device
+    raise ValueError("the model has no floating-point parameters or buffers; cannot tell its dtype")
 
 
-def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, batch_size: int = 32):
-    """Predict for one ``ase.Atoms`` or a list of them.
+def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, batch_size: int = 32) -> dict:
+    """Predict for one ``ase.Atoms`` or a list of them, in the model's dtype and on its device.
 
-    Returns a dict of numpy arrays: ``energy`` (float for one structure, (B,)
-    for a list, eV), ``forces`` ((N, 3) or a list of them, eV/Å), ``stress``
-    ((3, 3) eV/Å³, when every structure is fully periodic, or when
-    ``stress=True``, which requires it) and ``hessian`` ((3N, 3N) eV/Å², on request).
+    Args:
+        model: a ``molsym.Potential``.
+        atoms: one ``ase.Atoms`` or a list/tuple of them.
+        stress: ``None`` (default): computed when every structure is fully
+            periodic; ``True``: required (``ValueError`` otherwise); ``False``: never.
+        hessian: also return exact Hessians (one second autograd pass per structure).
+        batch_size: structures per forward pass.
+
+    Returns:
+        A dict of float64 numpy data. For one ``Atoms``:
+        ``energy`` float (eV), ``forces`` (N, 3) eV/Å, ``stress`` (3, 3) eV/Å³
+        and ``hessian`` (3N, 3N) eV/Å². For a list of B structures:
+        ``energy`` (B,), ``forces`` a list of B arrays (N_b, 3), ``stress``
+        (B, 3, 3) and ``hessian`` a list of B arrays (3N_b, 3N_b).
+        Batched and one-by-one predictions agree to rounding.
     """
     single = not isinstance(atoms, (list, tuple))
     structures = [atoms] if single else list(atoms)
     if not structures:
         raise ValueError("predict() needs at least one structure")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     periodic = all(bool(np.all(a.get_pbc())) for a in structures)
     if stress is None:
         stress = periodic
     elif stress and not periodic:
         raise ValueError("stress is only defined for fully periodic structures (pbc=True along all three cell vectors)")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dtype, device = _model_dtype_device(model)
     energies, forces, stresses, hessians = [], [], [], []
     for start in range(0, len(structures), batch_size):
         chunk = structures[start:start + batch_size]
-        graph = to_device(collate([from_ase(a, model.cutoff) for a in chunk]), device, dtype)
+        graphs = [from_ase(a, model.cutoff, dtype=dtype) for a in chunk]
+        graph = to_device(collate(graphs), device)
         out = energy_forces_stress(model, graph, forces=True, stress=stress)
         energies.append(out[K.ENERGY].detach().cpu().double().numpy())
         counts = graph[K.NUM_ATOMS].tolist()
-        forces.extend(torch.split(out[K.FORCES].detach().cpu().double(), counts))
+        forces.extend(f.numpy() for f in torch.split(out[K.FORCES].detach().cpu().double(), counts))
         if stress:
             stresses.append(out[K.STRESS].detach().cpu().double().numpy())
         if hessian:
-            for a in chunk:
-                g = to_device(from_ase(a, model.cutoff), device, dtype)
-                hessians.append(exact_hessian(model, g).cpu().double().numpy())
-    result = {"energy": np.concatenate(energies), "forces": [f.numpy() for f in forces]}
+            for g in graphs:
+                hessians.append(exact_hessian(model, to_device(g, device)).cpu().double().numpy())
+    result = {"energy": np.concatenate(energies), "forces": forces}
     if stress:
         result["stress"] = np.concatenate(stresses)
     if hessian:
         result["hessian"] = hessians
     if single:
-        result = {k: (v[0] if k != "energy" else float(v[0])) for k, v in result.items()}
+        result = {k: (float(v[0]) if k == "energy" else v[0]) for k, v in result.items()}
     return result

@@ -1,0 +1,70 @@
+"""The shipped examples run as users run them (subprocesses) and print what they promise."""
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import ase.io
+import torch
+
+import molsym
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "examples" / "quickstart.py"
+DATA = ROOT / "examples" / "data"
+
+
+def run_quickstart(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(QUICKSTART), *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, f"quickstart failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def number(pattern: str, text: str) -> float:
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not found in:\n{text}"
+    return float(match.group(1))
+
+
+def test_quickstart_default_run():
+    out = run_quickstart()
+    assert "27 atoms" in out
+    assert abs(number(r"energy: (-?[\d.]+) eV", out)) < 1e3
+    assert number(r"max force: ([\d.]+) eV/A", out) > 0
+    assert "hessian: shape (81, 81)" in out
+    eigenvalues = re.search(r"lowest hessian eigenvalues \(eV/A\^2\): (.+)", out).group(1).split()
+    assert len(eigenvalues) == 6
+    assert out.count("  step ") == 6 and "step   200" in out
+    drift = number(r"drift (-?[\d.e+-]+) eV/atom", out)
+    deviation = number(r"max deviation ([\d.e+-]+) eV/atom", out)
+    assert abs(drift) < 1e-4 and deviation < 1e-4
+
+
+def test_quickstart_with_a_checkpoint(tmp_path):
+    torch.manual_seed(3)
+    model = molsym.Potential.from_config({"family": "tensornet", "elements": [1, 6, 7, 8], "channels": 8,
+                                          "num_radial": 8})
+    path = tmp_path / "model.pt"
+    molsym.save(model, path)
+    out = run_quickstart("--model", str(path), "--steps", "10")
+    assert f"model: {path}" in out
+    expected = model.double().predict(ase.io.read(DATA / "3bpa_subset.xyz", index=0))["energy"]
+    assert abs(number(r"energy: (-?[\d.]+) eV", out) - expected) < 1e-6
+    assert "step    10" in out
+
+
+def test_shipped_data_and_attribution():
+    frames = ase.io.read(DATA / "3bpa_subset.xyz", index=":")
+    assert len(frames) == 20 and all(len(a) == 27 for a in frames)
+    assert all(not a.pbc.any() for a in frames)
+    assert frames[0].get_potential_energy() < -17000  # DFT labels are kept (eV)
+    readme = (DATA / "README.md").read_text()
+    digest = hashlib.sha256((DATA / "3bpa_subset.xyz").read_bytes()).hexdigest()
+    assert digest in readme
+    assert "29e6d467317e4b5967b7ea5cbee54de953fa0d45" in readme and "10.1021/acs.jctc.1c00647" in readme
+    assert "MIT License" in (DATA / "LICENSE").read_text()
