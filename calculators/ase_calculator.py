@@ -167,7 +167,7 @@ class MolSymCalculator(Calculator):
         self._hessian_state = (atoms.copy(), matrix)
         return matrix.copy()
 
-    # --- helpers --------------------------------------------------------------------
+    # --- internals --------------------------------------------------------------------
 
     def _graph(self, atoms) -> dict[str, torch.Tensor]:
         """Atoms -> graph dict in the calculator's dtype, on its device; clear errors for bad input."""
