@@ -1,4 +1,10 @@
-"""Conversions between ase.Atoms and graph dicts, and batching of graphs."""
+"""Conversions between ``ase.Atoms`` and graph dicts, and batching of graphs.
+
+A graph is a plain ``dict[str, torch.Tensor]`` with the keys of
+:mod:`molsym.data.keys`. :func:`from_ase` builds one structure (B = 1);
+:func:`collate` concatenates structures (or batches) into one batch whose atoms
+stay grouped by structure, in order.
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -7,78 +13,81 @@ import numpy as np
 import torch
 
 from molsym.data import keys as K
-from molsym.data.neighbours import neighbour_list
-
-_FLOAT_KEYS = (K.POSITIONS, K.CELL, K.EDGE_SHIFT, K.ENERGY, K.FORCES, K.STRESS, K.HESSIAN)
+from molsym.data.neighbours import check_structure, neighbour_list
 
 
-def validate_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
-    """Refuse NaN/inf coordinates and periodic cells of zero volume, with a clear error."""
-    if not np.isfinite(positions).all():
-        bad = np.unique(np.nonzero(~np.isfinite(positions))[0])
-        raise ValueError(f"positions contain NaN or inf (atoms {bad[:10].tolist()})")
-    if not np.isfinite(cell).all():
-        raise ValueError("cell contains NaN or inf")
-    if pbc.any():
-        for k in np.nonzero(pbc)[0]:
-            if np.linalg.norm(cell[k]) < 1e-8:
-                raise ValueError(f"cell vector {k} is zero but pbc[{k}] is True")
-        if pbc.all() and abs(np.linalg.det(cell)) < 1e-8:
-            raise ValueError("periodic cell has zero volume (its lattice vectors are linearly dependent)")
-        periodic = cell[pbc]
-        if len(periodic) == 2 and np.linalg.norm(np.cross(periodic[0], periodic[1])) < 1e-8:
-            raise ValueError("the two periodic cell vectors are parallel (zero-area cell)")
+def validate_structure(positions: np.ndarray, cell: np.ndarray, pbc) -> None:
+    """Refuse NaN/inf coordinates and degenerate periodic cells with a ValueError naming the problem.
+
+    Args:
+        positions: (N, 3) Å. cell: (3, 3) Å, lattice vectors as rows. pbc: (3,) bool.
+    """
+    check_structure(
+        np.asarray(positions, dtype=np.float64).reshape(-1, 3),
+        np.asarray(cell, dtype=np.float64).reshape(3, 3),
+        np.asarray(pbc, dtype=bool).reshape(3),
+    )
 
 
 def from_ase(atoms, cutoff: float, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
     """One ``ase.Atoms`` -> graph dict with a neighbour list of radius ``cutoff`` (Å).
 
-    Stored energy, forces and stress (from ``atoms.calc`` results, if any) are
-    not read here; dataset readers add targets.
+    Returns the input keys: positions (N, 3), atomic_numbers (N,) int64,
+    batch (N,) int64 zeros, cell (1, 3, 3), pbc (1, 3) bool, edge_index (2, E)
+    int64, edge_shift (E, 3), num_atoms (1,) int64; floating tensors in ``dtype``.
+    The neighbour list is built in float64 whatever ``dtype``. Stored energy,
+    forces and stress (``atoms.calc`` results) are not read here; dataset
+    readers add targets.
     """
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype}")
     positions = np.asarray(atoms.get_positions(), dtype=np.float64)
     cell = np.asarray(atoms.get_cell().array, dtype=np.float64)
     pbc = np.asarray(atoms.get_pbc(), dtype=bool)
-    validate_structure(positions, cell, pbc)
-    edge_index, shift = neighbour_list(positions, cell, pbc, cutoff)
+    edge_index, edge_shift = neighbour_list(positions, cell, pbc, cutoff)
     n = len(atoms)
     return {
         K.POSITIONS: torch.tensor(positions, dtype=dtype),
         K.ATOMIC_NUMBERS: torch.tensor(atoms.get_atomic_numbers(), dtype=torch.long),
         K.BATCH: torch.zeros(n, dtype=torch.long),
         K.CELL: torch.tensor(cell, dtype=dtype).unsqueeze(0),
-        K.PBC: torch.tensor(pbc).unsqueeze(0),
+        K.PBC: torch.tensor(pbc, dtype=torch.bool).unsqueeze(0),
         K.EDGE_INDEX: torch.from_numpy(edge_index),
-        K.EDGE_SHIFT: torch.tensor(shift, dtype=dtype),
+        K.EDGE_SHIFT: torch.tensor(edge_shift, dtype=dtype),
         K.NUM_ATOMS: torch.tensor([n], dtype=torch.long),
     }
 
 
 def collate(graphs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Concatenate graphs into one batch: atom indices offset, batch index set, Hessians block-diagonal."""
-    if not graphs:
-        raise ValueError("cannot batch an empty list of structures")
-    keys = set(graphs[0])
-    for g in graphs[1:]:
-        if set(g) != keys:
-            raise ValueError(f"structures in one batch must have the same keys: {sorted(keys)} vs {sorted(g)}")
-    counts = [int(g[K.POSITIONS].shape[0]) for g in graphs]
-    offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    """Concatenate graphs (single structures or batches) into one batch.
+
+    Per-atom, per-edge and per-structure tensors are concatenated in order;
+    edge_index is offset by the atoms before each graph, batch by the
+    structures before it; hessian ((3n, 3n) each) becomes block-diagonal
+    (3N, 3N). Every graph must have the same keys and dtypes.
+    """
+    _check_batchable(graphs)
+    atom_offsets = _offsets([g[K.POSITIONS].shape[0] for g in graphs])
+    graph_offsets = _offsets([g[K.CELL].shape[0] for g in graphs])
     out: dict[str, torch.Tensor] = {}
-    for key in keys:
+    for key in graphs[0]:
+        values = [g[key] for g in graphs]
         if key == K.EDGE_INDEX:
-            out[key] = torch.cat([g[key] + int(o) for g, o in zip(graphs, offsets)], dim=1)
+            out[key] = torch.cat([v + o for v, o in zip(values, atom_offsets)], dim=1)
         elif key == K.BATCH:
-            out[key] = torch.cat([torch.full((c,), b, dtype=torch.long) for b, c in enumerate(counts)])
+            out[key] = torch.cat([v + o for v, o in zip(values, graph_offsets)])
         elif key == K.HESSIAN:
-            out[key] = torch.block_diag(*[g[key] for g in graphs])
+            out[key] = torch.block_diag(*values)
         else:
-            out[key] = torch.cat([g[key] for g in graphs], dim=0)
+            out[key] = torch.cat(values, dim=0)
     return out
 
 
 def to_device(graph: dict[str, torch.Tensor], device=None, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Move a graph to ``device`` and cast its floating-point tensors to ``dtype``."""
+    """Move every tensor of ``graph`` to ``device`` and cast its floating-point tensors to ``dtype``.
+
+    Integer and bool tensors (indices, numbers, pbc) keep their dtype. Returns a new dict.
+    """
     out = {}
     for key, value in graph.items():
         if dtype is not None and value.is_floating_point():
@@ -88,17 +97,52 @@ def to_device(graph: dict[str, torch.Tensor], device=None, dtype: torch.dtype | 
 
 
 def to_ase(graph: dict[str, torch.Tensor]) -> list:
-    """Graph dict (one structure or a batch) -> list of ``ase.Atoms`` (positions, numbers, cell, pbc)."""
+    """Graph dict (one structure or a batch) -> list of ``ase.Atoms``, one per structure.
+
+    Restores positions (Å), atomic numbers, cell (Å) and pbc; targets are not copied.
+    """
     from ase import Atoms
 
     batch = graph[K.BATCH].cpu().numpy()
-    num_graphs = graph[K.CELL].shape[0]
     positions = graph[K.POSITIONS].detach().cpu().double().numpy()
     numbers = graph[K.ATOMIC_NUMBERS].cpu().numpy()
     cells = graph[K.CELL].detach().cpu().double().numpy()
-    pbcs = graph[K.PBC].cpu().numpy()
+    pbcs = graph[K.PBC].cpu().numpy().astype(bool)
     result = []
-    for b in range(num_graphs):
+    for b in range(cells.shape[0]):
         mask = batch == b
         result.append(Atoms(numbers=numbers[mask], positions=positions[mask], cell=cells[b], pbc=pbcs[b]))
     return result
+
+
+def _check_batchable(graphs: Sequence[dict[str, torch.Tensor]]) -> None:
+    """Raise a ValueError naming the problem if ``graphs`` cannot be concatenated."""
+    if len(graphs) == 0:
+        raise ValueError("cannot collate an empty list of structures")
+    first = graphs[0]
+    for index, graph in enumerate(graphs):
+        if set(graph) != set(first):
+            missing = sorted(set(first) - set(graph))
+            extra = sorted(set(graph) - set(first))
+            raise ValueError(
+                f"structures in one batch must have the same keys: structure {index} lacks {missing} "
+                f"and has extra {extra} compared with structure 0"
+            )
+        for key, value in graph.items():
+            if value.dtype != first[key].dtype:
+                raise ValueError(
+                    f"structures in one batch must share dtypes: '{key}' is {value.dtype} in structure "
+                    f"{index} but {first[key].dtype} in structure 0"
+                )
+        if K.HESSIAN in graph:
+            size = 3 * graph[K.POSITIONS].shape[0]
+            if tuple(graph[K.HESSIAN].shape) != (size, size):
+                raise ValueError(
+                    f"hessian of structure {index} has shape {tuple(graph[K.HESSIAN].shape)}, "
+                    f"expected (3N, 3N) = ({size}, {size})"
+                )
+
+
+def _offsets(counts: list[int]) -> list[int]:
+    """Exclusive cumulative sum: [0, c0, c0 + c1, ...] (one entry per count)."""
+    return np.concatenate(([0], np.cumsum(counts)[:-1])).astype(int).tolist()
