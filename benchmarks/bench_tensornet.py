@@ -1,0 +1,440 @@
+"""TensorNet speed: molsym vs torchmd-net, energy + forces per call on CPU.
+
+Run from the repository root in the benchmark environment (see benchmarks/README.md):
+
+    OMP_WAIT_POLICY=PASSIVE bench-venv/bin/python benchmarks/bench_tensornet.py
+
+Both models are built at the same width (128 channels), depth (2 interaction
+layers), cutoff (4.5 Å) and radial basis size (32), with random weights (seed 0),
+parameters frozen (inference). Each timed callable runs ``--warmup`` times, then
+``--repeats`` times interleaved with the other callables of the same row (so a
+burst of load on the machine hits both libraries alike); the tables give the
+median wall time per call.
+
+What each column times:
+- molsym: ``energy_forces_stress(model, graph)`` on a prebuilt graph dict
+  (neighbour list not included).
+- molsym + NL: ``from_ase`` (vesin neighbour list) + ``collate`` + cast, then
+  ``energy_forces_stress``.
+- calculator: ``atoms.get_forces()`` through ``molsym.calculators.MolSymCalculator``
+  with the positions changed before every call (neighbour list, conversions,
+  energy, forces, and for the periodic box also the stress).
+- torchmd-net: ``TorchMD_Net.forward(z, pos, batch, box)`` of a model made by
+  ``create_model(..., derivative=True)``: its own neighbour list (always included),
+  TensorNet, the Scalar output head, forces by autograd. Fastest settings found
+  (see README): ``static_shapes=False``, eager mode (not TorchScript),
+  ``setup_for_inference`` (precomputed element-pair embeddings), and the faster
+  of its two kernel back ends per row (warp kernels or its pure-PyTorch fallback).
+
+The machine load from other processes is sampled during each row and printed:
+with 2 cores, any other busy process slows 2-thread OpenMP code several-fold.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from systems import bpa_frames, bpa_molecule, water_box  # noqa: E402
+
+import molsym  # noqa: E402
+from molsym.data.graph import collate, from_ase, to_device  # noqa: E402
+from molsym.models.derivatives import energy_forces_stress  # noqa: E402
+
+WIDTH, LAYERS, CUTOFF, NUM_RBF = 128, 2, 4.5, 32
+ELEMENTS = [1, 6, 7, 8]
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+# --- machine load -------------------------------------------------------------------
+
+def _busy_jiffies() -> tuple[int, int]:
+    """(all CPUs' busy jiffies, this process' jiffies)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]  # minus idle, iowait
+    with open("/proc/self/stat") as f:
+        own = f.read().rsplit(")", 1)[1].split()
+    return busy, int(own[11]) + int(own[12])  # utime + stime
+
+
+class LoadMeter:
+    """CPU cores used by *other* processes between start() and stop()."""
+
+    def start(self) -> None:
+        self._t = time.perf_counter()
+        self._busy, self._own = _busy_jiffies()
+
+    def stop(self) -> float:
+        busy, own = _busy_jiffies()
+        seconds = max(time.perf_counter() - self._t, 1e-9)
+        tick = os.sysconf("SC_CLK_TCK")
+        return max(0.0, ((busy - self._busy) - (own - self._own)) / tick / seconds)
+
+
+def wait_until_quiet(max_wait: float, threshold: float = 0.25) -> float:
+    """Sleep until other processes use less than ``threshold`` cores (1 s samples), at most ``max_wait`` s."""
+    meter = LoadMeter()
+    deadline = time.perf_counter() + max_wait
+    while True:
+        meter.start()
+        time.sleep(1.0)
+        others = meter.stop()
+        if others < threshold or time.perf_counter() > deadline:
+            return others
+
+
+# --- timing -------------------------------------------------------------------------
+
+def time_interleaved(callables: dict, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Wall times (s) of each callable, called round-robin ``repeats`` times after ``warmup`` calls each."""
+    for fn in callables.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in callables}
+    for _ in range(repeats):
+        for name, fn in callables.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+# --- molsym -------------------------------------------------------------------------
+
+def molsym_model(dtype: torch.dtype):
+    torch.manual_seed(0)
+    model = molsym.Potential.from_config(
+        {"elements": ELEMENTS, "family": "tensornet", "channels": WIDTH, "layers": LAYERS,
+         "cutoff": CUTOFF, "num_radial": NUM_RBF}
+    ).to(dtype).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def molsym_graph(structures, dtype):
+    return to_device(collate([from_ase(a, CUTOFF) for a in structures]), dtype=dtype)
+
+
+def molsym_calculator_class():
+    """MolSymCalculator if the calculator package provides a working ASE calculator, else None."""
+    try:
+        from ase.calculators.calculator import Calculator
+
+        from molsym.calculators import MolSymCalculator
+    except Exception:  # noqa: BLE001 - any import problem means: not available
+        return None
+    if isinstance(MolSymCalculator, type) and issubclass(MolSymCalculator, Calculator):
+        return MolSymCalculator
+    return None
+
+
+# --- torchmd-net ----------------------------------------------------------------------
+
+class TorchMDNet:
+    """torchmd-net's TensorNet through ``create_model``; both kernel back ends of torchmd-net 3.x."""
+
+    def __init__(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:  # keep warp's banner and kernel-compilation log out of the Markdown output
+                import warp
+
+                warp.config.log_level = getattr(warp, "LOG_WARNING", 30)
+            except ImportError:
+                pass
+            import torchmdnet
+            import torchmdnet.models.tensornet as tn
+            from torchmdnet.models.model import create_model
+        self.tn = tn
+        self.create_model = create_model
+        self.version = getattr(torchmdnet, "__version__", None) or _dist_version("torchmd-net")
+        self._warp = {name: getattr(tn, name) for name in
+                      ("compose_tensor", "decompose_tensor", "tensor_matmul_o3", "tensor_matmul_so3")}
+        self.has_warp = bool(tn.OPT)
+        self.backends = ["warp", "torch"] if self.has_warp else ["torch"]
+
+    def use(self, backend: str) -> None:
+        """Select the module-level kernels TensorNet looks up at call time."""
+        tn = self.tn
+        if backend == "warp":
+            tn.OPT = True
+            for name, fn in self._warp.items():
+                setattr(tn, name, fn)
+        else:
+            tn.OPT = False
+            for name in self._warp:
+                setattr(tn, name, getattr(tn, "_" + name))
+
+    def model(self, dtype: torch.dtype, backend: str, static_shapes: bool = False):
+        self.use(backend)
+        args = dict(
+            model="tensornet", embedding_dimension=WIDTH, num_layers=LAYERS, num_rbf=NUM_RBF,
+            rbf_type="expnorm", trainable_rbf=False, activation="silu", cutoff_lower=0.0,
+            cutoff_upper=CUTOFF, max_z=128, max_num_neighbors=64, equivariance_invariance_group="O(3)",
+            static_shapes=static_shapes, precision=64 if dtype == torch.float64 else 32, derivative=True,
+            atom_filter=-1, prior_model=None, output_model="Scalar", reduce_op="add",
+        )
+        torch.manual_seed(0)
+        model = self.create_model(args).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    @staticmethod
+    def setup_for_inference(net, z, batch, dtype) -> None:
+        """torchmd-net's inference mode: a precomputed table of the element-pair embeddings.
+
+        Its table is built in the default dtype; cast it to the model's so float64 stays float64.
+        """
+        rep = net.representation_model
+        if hasattr(rep, "setup_for_inference"):
+            rep.setup_for_inference(z, batch)
+            emb = rep.tensor_embedding
+            emb.Zij_map = emb.Zij_map.to(dtype)
+
+    @staticmethod
+    def inputs(structures, dtype):
+        z = torch.tensor(np.concatenate([a.numbers for a in structures]), dtype=torch.long)
+        pos = torch.tensor(np.concatenate([a.positions for a in structures]), dtype=dtype)
+        batch = torch.cat([torch.full((len(a),), k, dtype=torch.long) for k, a in enumerate(structures)])
+        periodic = [bool(a.pbc.all()) for a in structures]
+        box = None
+        if any(periodic):
+            if len(structures) != 1:
+                raise ValueError("this benchmark passes a box to torchmd-net for single periodic structures only")
+            box = torch.tensor(structures[0].cell.array, dtype=dtype)
+        return z, pos, batch, box
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+# --- systems ----------------------------------------------------------------------------
+
+def systems(batch_size: int) -> list[tuple[str, list]]:
+    return [
+        ("3BPA, 27 atoms", [bpa_molecule()]),
+        ("water box, 192 atoms, PBC", [water_box()]),
+        (f"{batch_size} x 3BPA, {27 * batch_size} atoms", bpa_frames(batch_size)),
+    ]
+
+
+def jiggle(atoms, step: int):
+    """Move the atoms a little (deterministically) so a calculator cannot reuse its last result."""
+    atoms.positions[0, 0] += 1e-4 if step % 2 else -1e-4
+
+
+# --- rows ---------------------------------------------------------------------------------
+
+def run_row(label, structures, dtype_name, args, tmdn, calc_class):
+    dtype = DTYPES[dtype_name]
+    model = molsym_model(dtype)
+    graph = molsym_graph(structures, dtype)
+    callables = {
+        "molsym": lambda: energy_forces_stress(model, graph),
+        "molsym+NL": lambda: energy_forces_stress(model, molsym_graph(structures, dtype)),
+    }
+    if calc_class is not None and len(structures) == 1:
+        atoms = structures[0].copy()
+        atoms.calc = calc_class(model, dtype=dtype_name)
+        counter = iter(range(10**9))
+
+        def calc_call():
+            jiggle(atoms, next(counter))
+            return atoms.get_forces()
+
+        callables["calculator"] = calc_call
+    info = {"edges": int(graph["edge_index"].shape[1]), "atoms": int(graph["positions"].shape[0])}
+    if tmdn is not None:
+        z, pos, batch, box = tmdn.inputs(structures, dtype)
+        for backend in tmdn.backends:
+            net = tmdn.model(dtype, backend)
+            tmdn.setup_for_inference(net, z, batch, dtype)
+
+            def call(net=net, backend=backend):
+                tmdn.use(backend)
+                return net(z, pos, batch, box=box)
+
+            callables[f"torchmd-net[{backend}]"] = call
+            energy, forces = call()
+            if not torch.isfinite(forces).all():
+                raise RuntimeError(f"torchmd-net ({backend}) gave non-finite forces on {label}")
+        nl = tmdn.model(dtype, tmdn.backends[0]).representation_model.distance
+
+        def nl_call():
+            tmdn.use(tmdn.backends[0])
+            return nl(pos, batch, box)
+
+        callables["torchmd-net NL only"] = nl_call
+        info["torchmd-net edges"] = int(nl_call()[0].shape[1])
+    others_before = wait_until_quiet(args.max_wait) if args.max_wait > 0 else None
+    meter = LoadMeter()
+    meter.start()
+    times = time_interleaved(callables, args.repeats, args.warmup)
+    load = meter.stop()
+    medians = {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+    minima = {name: 1e3 * min(ts) for name, ts in times.items()}
+    row = {"system": label, "dtype": dtype_name, "median_ms": medians, "min_ms": minima,
+           "other_load_cores": round(load, 2), "other_load_before": others_before, **info}
+    tm = {k: v for k, v in medians.items() if k.startswith("torchmd-net[")}
+    if tm:
+        best = min(tm, key=tm.get)
+        row["torchmd-net_ms"] = tm[best]
+        row["torchmd-net_backend"] = best[len("torchmd-net["):-1]
+    return row
+
+
+def markdown(rows) -> str:
+    lines = ["| system | dtype | molsym ms | torchmd-net ms | ratio (torchmd-net / molsym) | other load (cores) |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        m = r["median_ms"]["molsym"]
+        t = r.get("torchmd-net_ms")
+        tcell = f"{t:.1f} ({r['torchmd-net_backend']})" if t is not None else "n/a"
+        ratio = f"{t / m:.2f}" if t is not None else "n/a"
+        lines.append(f"| {r['system']} | {r['dtype']} | {m:.1f} | {tcell} | {ratio} | {r['other_load_cores']:.2f} |")
+    lines += ["", "Including the neighbour list (torchmd-net always includes its own):", "",
+              "| system | dtype | molsym + NL ms | calculator ms | torchmd-net ms | torchmd-net NL alone ms | edges molsym / torchmd-net |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        med = r["median_ms"]
+        calc = f"{med['calculator']:.1f}" if "calculator" in med else "n/a"
+        t = r.get("torchmd-net_ms")
+        tcell = f"{t:.1f}" if t is not None else "n/a"
+        nl = f"{med['torchmd-net NL only']:.2f}" if "torchmd-net NL only" in med else "n/a"
+        edges = f"{r['edges']} / {r.get('torchmd-net edges', 'n/a')}"
+        lines.append(f"| {r['system']} | {r['dtype']} | {med['molsym+NL']:.1f} | {calc} | {tcell} | {nl} | {edges} |")
+    return "\n".join(lines)
+
+
+# --- ASE MD overhead ------------------------------------------------------------------------
+
+def md_overhead(calc_class, steps: int, dtype_name: str) -> dict | None:
+    """Wall time of ``steps`` VelocityVerlet steps vs the time spent in the calculator's calculate()."""
+    if calc_class is None:
+        return None
+    from ase import units
+    from ase.md import velocitydistribution
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = bpa_molecule()
+    calc = calc_class(molsym_model(DTYPES[dtype_name]), dtype=dtype_name)
+    spent = []
+    original = calc.calculate
+
+    def timed_calculate(*a, **kw):
+        start = time.perf_counter()
+        original(*a, **kw)
+        spent.append(time.perf_counter() - start)
+
+    calc.calculate = timed_calculate
+    atoms.calc = calc
+    thermalize = getattr(velocitydistribution, "thermalize_momenta", None)
+    if thermalize is None:  # ASE < 3.29
+        thermalize = velocitydistribution.MaxwellBoltzmannDistribution
+    thermalize(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    dyn.run(3)  # warm-up
+    spent.clear()
+    start = time.perf_counter()
+    dyn.run(steps)
+    total = time.perf_counter() - start
+    inside = sum(spent)
+    return {"steps": steps, "calculate_calls": len(spent), "md_wall_s": total, "calculate_s": inside,
+            "overhead_fraction": (total - inside) / inside, "dtype": dtype_name}
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per callable (median reported)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32, help="molecules in the batched row")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=list(DTYPES))
+    parser.add_argument("--systems", nargs="+", type=int, default=None, help="row indices to run (0, 1, 2)")
+    parser.add_argument("--no-torchmdnet", action="store_true")
+    parser.add_argument("--md-steps", type=int, default=50, help="0 skips the ASE MD overhead measurement")
+    parser.add_argument("--max-wait", type=float, default=60.0,
+                        help="seconds to wait before each row for other processes to go quiet (0: don't)")
+    parser.add_argument("--json", type=Path, default=None, help="write all measurements here")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        print("warning: OMP_WAIT_POLICY is not PASSIVE; timings may swing several-fold", file=sys.stderr)
+    tmdn = None
+    if not args.no_torchmdnet:
+        try:
+            tmdn = TorchMDNet()
+        except ImportError as exc:
+            print(f"torchmd-net not importable ({exc}); timing molsym only", file=sys.stderr)
+    calc_class = molsym_calculator_class()
+
+    rows = []
+    chosen = systems(args.batch)
+    if args.systems is not None:
+        chosen = [chosen[k] for k in args.systems]
+    for label, structures in chosen:
+        for dtype_name in args.dtypes:
+            row = run_row(label, structures, dtype_name, args, tmdn, calc_class)
+            rows.append(row)
+            print(f"# {label} {dtype_name}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in row["median_ms"].items())
+                  + f"; other load {row['other_load_cores']:.2f} cores", file=sys.stderr, flush=True)
+
+    md = md_overhead(calc_class, args.md_steps, "float64") if args.md_steps > 0 else None
+    env = {
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "molsym": molsym.__version__,
+        "torchmd-net": tmdn.version if tmdn else None,
+        "torchmd-net backends": tmdn.backends if tmdn else None,
+        "cpu": _cpu_name(), "repeats": args.repeats, "warmup": args.warmup,
+    }
+    print(f"torch {env['torch']}, {env['threads']} threads, OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}, "
+          f"torchmd-net {env['torchmd-net']}, CPU: {env['cpu']}; median of {args.repeats} calls\n")
+    print(markdown(rows))
+    if md is not None:
+        print(f"\nASE VelocityVerlet, 3BPA, float64, {md['steps']} steps: {md['md_wall_s'] * 1e3:.0f} ms in total, "
+              f"{md['calculate_s'] * 1e3:.0f} ms inside MolSymCalculator.calculate ({md['calculate_calls']} calls); "
+              f"MD overhead {100 * md['overhead_fraction']:.1f}% of the calculator's time")
+    elif calc_class is None:
+        print("\nMolSymCalculator not available: calculator column and MD overhead not measured")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"env": env, "rows": rows, "md": md}, indent=1))
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
