@@ -22,10 +22,10 @@ demo: $(STAMP)
 	$(PY) examples/quickstart.py
 
 test: $(STAMP)
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 $(PY) -m pytest -q
 
 test-slow: $(STAMP)
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q -m slow
+	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 $(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 $(PY) benchmarks/bench_tensornet.py

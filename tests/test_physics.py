@@ -56,7 +56,7 @@ def test_hessian_matches_finite_differences(family_name):
     from ase.build import molecule
 
     model = make_model(family_name)
-    testing.assert_hessian_matches_fd(model, graph_of(molecule("CH2O"), model), rtol=1e-6)
+    testing.assert_hessian_matches_fd(model, graph_of(molecule("H2CO"), model), rtol=1e-6)
 
 
 def test_smooth_across_cutoff(family_name):
