@@ -6,13 +6,12 @@ PIP := $(VENV)/bin/pip
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean venv
+.PHONY: demo test test-slow test-scatter bench clean venv
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
 	# CPU torch first, so that resolving the package never pulls a CUDA build
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
 	$(PIP) install --quiet -e ".[test]"
@@ -26,6 +25,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 $(PY) -m pytest -q -m slow
+
+# optional extra: build torch_scatter (no wheel for this torch; ~5 min) and test that backend
+test-scatter: $(STAMP)
+	$(PY) -c "import torch_scatter" 2>/dev/null || $(PIP) install --quiet --no-build-isolation torch-scatter
+	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 $(PY) -m pytest -q tests/test_scatter.py
 
 bench: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 $(PY) benchmarks/bench_tensornet.py
