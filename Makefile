@@ -31,8 +31,13 @@ test-scatter: $(STAMP)
 	$(PY) -c "import torch_scatter" 2>/dev/null || $(PIP) install --quiet --no-build-isolation torch-scatter
 	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 $(PY) -m pytest -q tests/test_scatter.py
 
+# side by side with torchmd-net when bench-venv exists (see benchmarks/README.md), molsym alone otherwise
 bench: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 $(PY) benchmarks/bench_tensornet.py
+	if [ -x bench-venv/bin/python ]; then \
+	  OMP_WAIT_POLICY=PASSIVE bench-venv/bin/python benchmarks/bench_tensornet.py; \
+	else \
+	  OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_tensornet.py --no-torchmdnet; \
+	fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info
