@@ -1,10 +1,20 @@
 """TensorNet (Simeon & De Fabritiis, NeurIPS 2023): Cartesian rank-2 tensor features.
 
 Node features are C channels of 3x3 tensors X = I + A + S, form ``"cartesian"``
-(N, C, 3, 3). Internally each part is handled through its exact irreps
-coefficients (``molsym.o3.cartesian``): I -> 1 number (0e), A -> 3 (1o), S -> 5
-(2e), laid out (N, 9, C), so that neighbour aggregation moves 9 numbers per
-channel instead of 27 and channel mixing of each part is one matrix product.
+(N, C, 3, 3) at the module boundaries. Inside a module each part is handled
+through its exact irreps coefficients (``molsym.o3.cartesian``): I -> 1 number
+(0e), A -> 3 (1o), S -> 5 (2e), stored component-major (9, N, C), so that
+
+* the parts are contiguous blocks [0:1], [1:4], [4:9] and channel mixing of a
+  part is one (k*N, C) @ (C, C) matrix product;
+* neighbour aggregation moves 9 numbers per channel instead of 27, one part at
+  a time, with the per-edge radial weights (E, C) broadcast over the part's
+  components (never expanded to (E, 9, C));
+* norms are sums over the leading axis (the map is orthonormal, so coefficient
+  norms equal Frobenius norms).
+
+The 3x3 products Y M + M Y and dX dX are evaluated in a channels-last Cartesian
+layout (3, 3, N*C) as broadcast multiply-adds vectorised over N*C.
 
 O(3): the antisymmetric part is built from skew(r̂), a polar vector, so it is
 parity-odd, and I, S are even; the update Y M + M Y and dX + dX^2 preserve that
@@ -19,57 +29,138 @@ from torch import nn
 
 from molsym.nn.geometry import EdgeGeometry
 from molsym.nn.interactions.base import Family, Interaction, ModelSettings
-from molsym.nn.scatter import scatter_sum
-from molsym.o3.cartesian import from_irreps, to_irreps
+from molsym.o3.cartesian import irreps_basis
 
-# which of the parts (0: I, 1: A, 2: S) each of the 9 coefficients belongs to
-_PART_OF = (0, 1, 1, 1, 2, 2, 2, 2, 2)
-_SLICES = (slice(0, 1), slice(1, 4), slice(4, 9))
+# sizes of the parts (I, A, S) in the 9 coefficients, in order
+_SIZES = (1, 3, 5)
+
+# edges per aggregation chunk times channels (2048 edges at 128 channels)
+_CHUNK_VALUES = 1 << 18
+
+_BASIS_CACHE: dict = {}
 
 
-def _part_index(device) -> torch.Tensor:
-    return torch.tensor(_PART_OF, dtype=torch.long, device=device)
+def _basis(like: torch.Tensor) -> torch.Tensor:
+    """Q (9, 9) with coefficient k = sum_ab Q[k, 3a+b] X[a, b], in ``like``'s dtype and device."""
+    key = (like.dtype, like.device)
+    q = _BASIS_CACHE.get(key)
+    if q is None:
+        q = irreps_basis(like.dtype, like.device).reshape(9, 9)
+        _BASIS_CACHE[key] = q
+    return q
 
 
 def _cartesian_to_coefficients(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, 3, 3) -> (N, 9, C)."""
-    return to_irreps(x).transpose(1, 2)
+    """Cartesian (N, C, 3, 3) -> coefficients (9, N, C)."""
+    n, c = x.shape[:2]
+    return (_basis(x) @ x.reshape(n * c, 9).T).view(9, n, c)
 
 
-def _coefficients_to_cartesian(c: torch.Tensor) -> torch.Tensor:
-    """(N, 9, C) -> (N, C, 3, 3)."""
-    return from_irreps(c.transpose(1, 2))
+def _coefficients_to_cartesian(x: torch.Tensor) -> torch.Tensor:
+    """Coefficients (9, N, C) -> Cartesian (N, C, 3, 3)."""
+    _, n, c = x.shape
+    return (x.reshape(9, n * c).T @ _basis(x)).view(n, c, 3, 3)
 
 
-def squared_norms(c: torch.Tensor) -> torch.Tensor:
-    """Coefficients (N, 9, C) -> |I|^2, |A|^2, |S|^2 (Frobenius), shape (N, 3, C)."""
-    sq = c * c
-    return torch.stack([sq[:, s].sum(1) for s in _SLICES], dim=1)
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Coefficients (9, N, C) -> Cartesian channels-last (3, 3, N*C)."""
+    return (_basis(x).T @ x.reshape(9, -1)).view(3, 3, -1)
+
+
+def _from_channels_last(m: torch.Tensor, n: int, c: int) -> torch.Tensor:
+    """Cartesian channels-last (3, 3, N*C) -> coefficients (9, N, C)."""
+    return (_basis(m) @ m.reshape(9, -1)).view(9, n, c)
+
+
+def _matmul3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """3x3 products over the last axis: (3, 3, L) x (3, 3, L) -> (3, 3, L)."""
+    return (a.unsqueeze(2) * b.unsqueeze(0)).sum(1)
+
+
+def _anticommutator(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Coefficients of A B + B A for coefficient tensors a, b (9, N, C) -> (9, N, C)."""
+    _, n, c = a.shape
+    ca, cb = _channels_last(a), _channels_last(b)
+    return _from_channels_last(_matmul3(ca, cb) + _matmul3(cb, ca), n, c)
+
+
+def _square(a: torch.Tensor) -> torch.Tensor:
+    """Coefficients of A A for a coefficient tensor a (9, N, C) -> (9, N, C)."""
+    _, n, c = a.shape
+    ca = _channels_last(a)
+    return _from_channels_last(_matmul3(ca, ca), n, c)
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    """X / (|X|^2 + 1) per node and channel, coefficients (9, N, C) -> (9, N, C)."""
+    return x / ((x * x).sum(0) + 1.0)
+
+
+def squared_norms(x: torch.Tensor) -> torch.Tensor:
+    """Coefficients (9, N, C) -> |I|^2, |A|^2, |S|^2 (Frobenius), shape (N, 3, C)."""
+    sq = x * x
+    return torch.stack([part.sum(0) for part in sq.split(_SIZES)], dim=1)
+
+
+def _aggregate(parts, weights: torch.Tensor, receivers: torch.Tensor, n: int,
+               senders: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over edges of per-part values times per-part weights onto the receiving nodes.
+
+    parts: 3 tensors (k, E, 1) of edge values, or with ``senders`` (E,) 3 tensors
+    (k, N, C) of node values gathered from the senders (k = 1, 3, 5); weights (E, 3, C);
+    receivers (E,) -> coefficients (9, N, C). Edges are processed in chunks so that the
+    (k, chunk, C) temporaries stay small; the sums go into fresh accumulators.
+    """
+    c = weights.shape[-1]
+    step = max(1, _CHUNK_VALUES // c)
+    # split (not sliced per chunk): the backward of a split is one concatenation
+    weight_chunks = [w.split(step) for w in weights.unbind(1)]
+    value_chunks = None if senders is not None else [v.split(step, dim=1) for v in parts]
+    sender_chunks = None if senders is None else senders.split(step)
+    out = [weights.new_zeros(k, n, c) for k in _SIZES]
+    for m, rec in enumerate(receivers.split(step)):
+        for p in range(3):
+            if senders is None:
+                values = value_chunks[p][m]
+            else:
+                values = parts[p].index_select(1, sender_chunks[m])
+            out[p].index_add_(1, rec, values * weight_chunks[p][m])
+    return torch.cat(out)
 
 
 class PartwiseLinear(nn.Module):
-    """Separate channel mixing of the I, A and S parts (no bias: keeps equivariance)."""
+    """Separate channel mixing of the I, A and S parts (no bias: keeps equivariance).
+
+    Parameter ``weight`` (3, C, C): one C x C matrix per part.
+    """
 
     def __init__(self, channels: int):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(3, channels, channels) / math.sqrt(channels))
 
-    def forward(self, c: torch.Tensor) -> torch.Tensor:
-        """(N, 9, C) -> (N, 9, C)."""
-        return torch.cat([c[:, s] @ self.weight[k] for k, s in enumerate(_SLICES)], dim=1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Coefficients (9, N, C) -> (9, N, C), one (k*N, C) @ (C, C) product per part."""
+        _, n, c = x.shape
+        return torch.cat([(part.reshape(-1, c) @ self.weight[p]).view(-1, n, c)
+                          for p, part in enumerate(x.split(_SIZES))])
 
 
-def _edge_basis(unit: torch.Tensor) -> torch.Tensor:
-    """Coefficients of Id, skew(r̂) and r̂r̂^T - Id/3 per edge, shape (E, 9)."""
-    outer = unit.unsqueeze(-1) * unit.unsqueeze(-2)
-    l2 = to_irreps(outer)[:, 4:]
-    ones = unit.new_full((unit.shape[0], 1), math.sqrt(3.0))
-    return torch.cat((ones, math.sqrt(2.0) * unit, l2), dim=1)
+def _edge_basis(unit: torch.Tensor):
+    """Coefficients of Id, skew(r̂) and r̂r̂^T - Id/3 per edge: parts (1, E, 1), (3, E, 1), (5, E, 1)."""
+    e = unit.shape[0]
+    outer = (unit.unsqueeze(-1) * unit.unsqueeze(-2)).view(e, 9)
+    l2 = _basis(unit)[4:] @ outer.T  # (5, E)
+    ones = unit.new_full((1, e), math.sqrt(3.0))
+    return ones.unsqueeze(-1), (math.sqrt(2.0) * unit.T).unsqueeze(-1), l2.unsqueeze(-1)
 
 
 class TensorNetEmbedding(nn.Module):
     """Per-edge I0 = Id, A0 = skew(r̂), S0 = r̂r̂^T - Id/3 weighted by radial functions and
-    both elements' embeddings, summed over neighbours, normalised and channel-mixed."""
+    both elements' embeddings, summed over neighbours, normalised and channel-mixed.
+
+    The pair factor pair_mix([z_i, z_j]) is read from an element-pair table (S, S, C)
+    built once per forward from ``pair_mix`` (same parameters, same values).
+    """
 
     def __init__(self, settings: ModelSettings):
         super().__init__()
@@ -82,18 +173,24 @@ class TensorNetEmbedding(nn.Module):
         self.scalar_mlp = nn.Sequential(nn.Linear(c, 2 * c), nn.SiLU(), nn.Linear(2 * c, 3 * c), nn.SiLU())
         self.mix = PartwiseLinear(c)
 
+    def pair_table(self) -> torch.Tensor:
+        """pair_mix([z_a, z_b]) for all element pairs, shape (S, S, C)."""
+        c = self.channels
+        z, w = self.element_embedding.weight, self.pair_mix.weight
+        return (z @ w[:, :c].T).unsqueeze(1) + (z @ w[:, c:].T).unsqueeze(0) + self.pair_mix.bias
+
     def forward(self, species: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:
         """species (N,) element indices -> X (N, C, 3, 3)."""
         i, j = geometry.edge_index
         n, e, c = species.shape[0], i.shape[0], self.channels
-        z = self.element_embedding(species)
-        pair = self.pair_mix(torch.cat((z.index_select(0, i), z.index_select(0, j)), dim=-1))
+        table = self.pair_table()
+        s = table.shape[0]
+        pair = table.view(s * s, c).index_select(0, species.index_select(0, i) * s + species.index_select(0, j))
         weights = self.radial_projection(geometry.radial).view(e, 3, c) * (geometry.envelope[:, None] * pair)[:, None]
-        weights = weights.index_select(1, _part_index(weights.device))  # (E, 9, C)
-        coefficients = scatter_sum(weights * _edge_basis(geometry.unit).unsqueeze(-1), i, n)  # (N, 9, C)
-        scalars = self.scalar_mlp(self.norm(squared_norms(coefficients).sum(1))).view(n, 3, c)
-        coefficients = self.mix(coefficients) * scalars.index_select(1, _part_index(scalars.device))
-        return _coefficients_to_cartesian(coefficients)
+        x = _aggregate(_edge_basis(geometry.unit), weights, i, n)  # (9, N, C)
+        scalars = self.scalar_mlp(self.norm((x * x).sum(0))).view(n, 3, c)
+        x = torch.cat([part * scalars[:, p] for p, part in enumerate(self.mix(x).split(_SIZES))])
+        return _coefficients_to_cartesian(x)
 
 
 class TensorNetInteraction(Interaction):
@@ -116,16 +213,12 @@ class TensorNetInteraction(Interaction):
         """features (N, C, 3, 3) -> (N, C, 3, 3)."""
         i, j = geometry.edge_index
         n, e, c = features.shape[0], i.shape[0], self.channels
-        x = features / ((features * features).sum((-1, -2)) + 1.0)[..., None, None]
-        y = self.mix_in(_cartesian_to_coefficients(x))  # (N, 9, C)
+        x = _normalise(_cartesian_to_coefficients(features))  # (9, N, C)
+        y = self.mix_in(x)
         weights = (self.radial_mlp(geometry.radial) * geometry.envelope[:, None]).view(e, 3, c)
-        weights = weights.index_select(1, _part_index(weights.device))  # (E, 9, C)
-        message = scatter_sum(weights * y.index_select(0, j), i, n)  # (N, 9, C)
-        ym, mm = _coefficients_to_cartesian(y), _coefficients_to_cartesian(message)
-        p = _cartesian_to_coefficients(mm @ ym + ym @ mm)
-        p = p / ((p * p).sum(1, keepdim=True) + 1.0)
-        dx = _coefficients_to_cartesian(self.mix_out(p))
-        return x + dx + dx @ dx
+        message = _aggregate(y.split(_SIZES), weights, i, n, senders=j)
+        d = self.mix_out(_normalise(_anticommutator(message, y)))
+        return _coefficients_to_cartesian(x + d + _square(d))
 
 
 class TensorNetInvariants(nn.Module):
@@ -139,7 +232,8 @@ class TensorNetInvariants(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        norms = squared_norms(_cartesian_to_coefficients(features)).flatten(1)
+        """features (N, C, 3, 3) -> (N, C)."""
+        norms = squared_norms(_cartesian_to_coefficients(features)).flatten(1)  # (N, 3C)
         return self.act(self.linear(self.norm(norms)))
 
 
