@@ -86,7 +86,7 @@ class MolSymCalculator(Calculator):
 
     implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
 
-    def __init__(self, model, device="cpu", dtype="float64", *, hessian_chunk_size: int = 32, **kwargs):
+    def __init__(self, model, device="cpu", dtype="float64", *, hessian_chunk_size: int = 8, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "cutoff") or not hasattr(model, "elements"):
             raise TypeError(f"model must be a molsym.Potential, got {type(model).__name__}")

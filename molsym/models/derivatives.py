@@ -68,7 +68,7 @@ def energy_forces_stress(model, graph: dict, *, forces: bool = True, stress: boo
     return result
 
 
-def hessian(model, graph: dict, *, chunk_size: int = 32) -> torch.Tensor:
+def hessian(model, graph: dict, *, chunk_size: int = 8) -> torch.Tensor:
     """Exact Hessian d^2E/dpos^2, (3N, 3N) eV/Å², by a second autograd pass in row chunks.
 
     Memory grows with ``chunk_size`` rows at a time (each chunk is one batched
