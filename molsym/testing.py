@@ -92,6 +92,14 @@ def assert_permutation_equivariant(model, graph: dict, tolerance: float, seed: i
     assert errors[worst] < tolerance, f"not permutation-equivariant: {worst} error {errors[worst]:.3e}; all: {errors}"
 
 
+def _displaced(graph: dict, atom: int, component: int, delta: float) -> dict:
+    """A copy of ``graph`` with one Cartesian coordinate moved by ``delta`` Å."""
+    out = dict(graph)
+    out[K.POSITIONS] = graph[K.POSITIONS].clone()
+    out[K.POSITIONS][atom, component] += delta
+    return out
+
+
 def _energy(model, graph) -> float:
     with torch.no_grad():
         return float(model(graph)[K.ENERGY].sum())
@@ -110,11 +118,7 @@ def assert_forces_match_fd(model, graph: dict, *, step: float = 1e-4, rtol: floa
     fd = torch.zeros_like(forces)
     for a in indices:
         for c in range(3):
-            plus, minus = dict(graph), dict(graph)
-            plus[K.POSITIONS] = graph[K.POSITIONS].clone()
-            minus[K.POSITIONS] = graph[K.POSITIONS].clone()
-            plus[K.POSITIONS][a, c] += step
-            minus[K.POSITIONS][a, c] -= step
+            plus, minus = _displaced(graph, a, c, step), _displaced(graph, a, c, -step)
             fd[a, c] = -(_energy(model, plus) - _energy(model, minus)) / (2 * step)
     sel = torch.as_tensor(list(indices))
     scale = float(forces[sel].abs().max())
@@ -135,11 +139,7 @@ def assert_hessian_matches_fd(model, graph: dict, *, step: float = 1e-4, rtol: f
     fd = torch.zeros_like(h)
     for a in range(n):
         for c in range(3):
-            plus, minus = dict(graph), dict(graph)
-            plus[K.POSITIONS] = graph[K.POSITIONS].clone()
-            minus[K.POSITIONS] = graph[K.POSITIONS].clone()
-            plus[K.POSITIONS][a, c] += step
-            minus[K.POSITIONS][a, c] -= step
+            plus, minus = _displaced(graph, a, c, step), _displaced(graph, a, c, -step)
             f_plus = energy_forces_stress(model, plus)[K.FORCES].detach().reshape(-1)
             f_minus = energy_forces_stress(model, minus)[K.FORCES].detach().reshape(-1)
             fd[3 * a + c] = -(f_plus - f_minus) / (2 * step)

@@ -41,7 +41,8 @@ def irreps_basis(dtype=torch.float64, device=None) -> torch.Tensor:
 _BASIS_CACHE: dict = {}
 
 
-def _basis(like: torch.Tensor) -> torch.Tensor:
+def basis_matrix(like: torch.Tensor) -> torch.Tensor:
+    """Q (9, 9), coefficient k = sum Q[k, 3a+b] X[a, b], cached per ``like``'s dtype and device."""
     key = (like.dtype, like.device)
     q = _BASIS_CACHE.get(key)
     if q is None:
@@ -52,12 +53,12 @@ def _basis(like: torch.Tensor) -> torch.Tensor:
 
 def to_irreps(x: torch.Tensor) -> torch.Tensor:
     """Cartesian (..., 3, 3) -> coefficients (..., 9) of 0e + 1o + 2e."""
-    return x.reshape(x.shape[:-2] + (9,)) @ _basis(x).T
+    return x.reshape(x.shape[:-2] + (9,)) @ basis_matrix(x).T
 
 
 def from_irreps(c: torch.Tensor) -> torch.Tensor:
     """Coefficients (..., 9) of 0e + 1o + 2e -> Cartesian (..., 3, 3)."""
-    return (c @ _basis(c)).reshape(c.shape[:-1] + (3, 3))
+    return (c @ basis_matrix(c)).reshape(c.shape[:-1] + (3, 3))
 
 
 def skew(v: torch.Tensor) -> torch.Tensor:

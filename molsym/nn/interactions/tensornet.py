@@ -29,7 +29,7 @@ from torch import nn
 
 from molsym.nn.geometry import EdgeGeometry
 from molsym.nn.interactions.base import Family, Interaction, ModelSettings
-from molsym.o3.cartesian import irreps_basis
+from molsym.o3.cartesian import basis_matrix
 
 # sizes of the parts (I, A, S) in the 9 coefficients, in order
 _SIZES = (1, 3, 5)
@@ -37,39 +37,26 @@ _SIZES = (1, 3, 5)
 # edges per aggregation chunk times channels (2048 edges at 128 channels)
 _CHUNK_VALUES = 1 << 18
 
-_BASIS_CACHE: dict = {}
-
-
-def _basis(like: torch.Tensor) -> torch.Tensor:
-    """Q (9, 9) with coefficient k = sum_ab Q[k, 3a+b] X[a, b], in ``like``'s dtype and device."""
-    key = (like.dtype, like.device)
-    q = _BASIS_CACHE.get(key)
-    if q is None:
-        q = irreps_basis(like.dtype, like.device).reshape(9, 9)
-        _BASIS_CACHE[key] = q
-    return q
-
-
 def _cartesian_to_coefficients(x: torch.Tensor) -> torch.Tensor:
     """Cartesian (N, C, 3, 3) -> coefficients (9, N, C)."""
     n, c = x.shape[:2]
-    return (_basis(x) @ x.reshape(n * c, 9).T).view(9, n, c)
+    return (basis_matrix(x) @ x.reshape(n * c, 9).T).view(9, n, c)
 
 
 def _coefficients_to_cartesian(x: torch.Tensor) -> torch.Tensor:
     """Coefficients (9, N, C) -> Cartesian (N, C, 3, 3)."""
     _, n, c = x.shape
-    return (x.reshape(9, n * c).T @ _basis(x)).view(n, c, 3, 3)
+    return (x.reshape(9, n * c).T @ basis_matrix(x)).view(n, c, 3, 3)
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """Coefficients (9, N, C) -> Cartesian channels-last (3, 3, N*C)."""
-    return (_basis(x).T @ x.reshape(9, -1)).view(3, 3, -1)
+    return (basis_matrix(x).T @ x.reshape(9, -1)).view(3, 3, -1)
 
 
 def _from_channels_last(m: torch.Tensor, n: int, c: int) -> torch.Tensor:
     """Cartesian channels-last (3, 3, N*C) -> coefficients (9, N, C)."""
-    return (_basis(m) @ m.reshape(9, -1)).view(9, n, c)
+    return (basis_matrix(m) @ m.reshape(9, -1)).view(9, n, c)
 
 
 def _matmul3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -149,7 +136,7 @@ def _edge_basis(unit: torch.Tensor):
     """Coefficients of Id, skew(r̂) and r̂r̂^T - Id/3 per edge: parts (1, E, 1), (3, E, 1), (5, E, 1)."""
     e = unit.shape[0]
     outer = (unit.unsqueeze(-1) * unit.unsqueeze(-2)).view(e, 9)
-    l2 = _basis(unit)[4:] @ outer.T  # (5, E)
+    l2 = basis_matrix(unit)[4:] @ outer.T  # (5, E)
     ones = unit.new_full((1, e), math.sqrt(3.0))
     return ones.unsqueeze(-1), (math.sqrt(2.0) * unit.T).unsqueeze(-1), l2.unsqueeze(-1)
 
