@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/quickstart.py
+	OMP_WAIT_POLICY=PASSIVE $(PY) examples/quickstart.py
 
 test: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 $(PY) -m pytest -q
