@@ -53,14 +53,14 @@ def bpa():
     return bpa_frames(1)[0]
 
 
-def periodic_copper(seed: int = 0):
-    """A perturbed 2x2x2 fcc Cu supercell with an O atom (32+1 atoms), periodic."""
+def periodic_copper(seed: int = 0, repeat: int = 2, shear: float = 0.05):
+    """A rattled fcc Cu supercell (4 repeat^3 atoms) with an O interstitial and a sheared (triclinic) cell."""
     from ase.build import bulk
 
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((repeat, repeat, repeat))
     atoms.append("O")
-    atoms.positions[-1] = [0.9, 0.9, 0.9]
+    atoms.positions[-1] = [1.8, 1.8, 1.8]
     rng = np.random.default_rng(seed)
     atoms.positions += 0.1 * rng.standard_normal(atoms.positions.shape)
-    atoms.set_cell(atoms.cell.array + 0.05 * rng.standard_normal((3, 3)), scale_atoms=True)
+    atoms.set_cell(atoms.cell.array + shear * rng.standard_normal((3, 3)), scale_atoms=True)
     return atoms

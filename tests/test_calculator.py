@@ -15,6 +15,7 @@ import molsym
 from molsym.calculators import MolSymCalculator
 from molsym.data import keys as K
 from molsym.models.derivatives import energy_forces_stress
+from conftest import periodic_copper
 
 ROOT = Path(__file__).resolve().parents[1]
 BPA = ROOT / "examples" / "data" / "3bpa_subset.xyz"
@@ -40,14 +41,8 @@ def bpa():
 
 
 def rattled_copper(seed: int = 0):
-    """Cu fcc cubic cell (4 atoms) plus an O interstitial, rattled and with a sheared (triclinic) cell."""
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-    atoms.append("O")
-    atoms.positions[-1] = [1.8, 1.8, 1.8]
-    rng = np.random.default_rng(seed)
-    atoms.positions += 0.1 * rng.standard_normal(atoms.positions.shape)
-    atoms.set_cell(atoms.cell.array + 0.1 * rng.standard_normal((3, 3)), scale_atoms=True)
-    return atoms
+    """One Cu fcc cubic cell (4 atoms) plus an O interstitial, rattled, with a sheared cell."""
+    return periodic_copper(seed, repeat=1, shear=0.1)
 
 
 def rattled_ethanol(seed: int = 0):
