@@ -1,4 +1,15 @@
-"""Edge geometry, computed once per forward pass and shared by every layer."""
+"""Edge geometry, computed once per forward pass and shared by every layer.
+
+Most edge quantities depend only on the distance |r_ij|, which is the same for
+an edge (i, j, shift) and its reverse (j, i, -shift). When the edge list is
+symmetric (every directed edge has its reverse, as in the full neighbour lists
+of ``molsym.data.neighbours``), :class:`GeometryBuilder` computes lengths,
+radial basis and cutoff envelope once per undirected pair (the *pair rows*)
+and families that exploit it (TensorNet) evaluate their radial networks on
+those rows only, using each row for both directions. The per-edge attributes
+stay available for every family and are read out of the pair rows on first
+access (same values: the reverse vector is the exact negative).
+"""
 from __future__ import annotations
 
 import torch
@@ -9,10 +20,55 @@ from molsym.data import keys as K
 from molsym.nn.radial import BesselBasis, PolynomialCutoff
 
 
+def reverse_edges(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> torch.Tensor | None:
+    """The reverse of every directed edge, or None when the edge list is not symmetric.
+
+    Args:
+        edge_index: (2, E) int64, edges (i, j).
+        edge_shift: (E, 3) Cartesian lattice shifts (Å).
+    Returns:
+        reverse: (E,) int64 permutation with edge_index[:, reverse[e]] == (j_e, i_e) and
+        edge_shift[reverse[e]] == -edge_shift[e] (exactly), reverse[reverse] == identity
+        and reverse[e] != e; None if no such permutation exists (a half list, a list with
+        an unmatched edge, or shifts that are not exact negatives of each other).
+    Not differentiable (integer output); repeated edges are paired in a fixed order.
+    """
+    with torch.no_grad():
+        i, j = edge_index[0], edge_index[1]
+        e = i.shape[0]
+        if e == 0:
+            return i.new_zeros(0)
+        n = int(torch.maximum(i.max(), j.max())) + 1
+        forward_key, backward_key = i * n + j, j * n + i
+        shift = edge_shift.detach()
+        periodic = bool(shift.ne(0).any())
+        forward_order = _lexsort(forward_key, shift if periodic else None)
+        backward_order = _lexsort(backward_key, -shift if periodic else None)
+        if not torch.equal(forward_key.index_select(0, forward_order), backward_key.index_select(0, backward_order)):
+            return None
+        reverse = torch.empty_like(forward_order)
+        reverse[forward_order] = backward_order
+        if periodic and not torch.equal(shift.index_select(0, reverse), -shift):
+            return None
+        if bool((reverse == torch.arange(e, device=reverse.device)).any()):
+            return None  # an edge that is its own reverse (i == i with zero shift)
+        return reverse
+
+
+def _lexsort(key: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+    """Order sorting by (key, shift[:, 0], shift[:, 1], shift[:, 2]); key (E,) int64, shift (E, 3) or None."""
+    if shift is None:
+        return torch.argsort(key, stable=True)
+    order = torch.argsort(shift[:, 2], stable=True)
+    for column in (shift[:, 1], shift[:, 0], key):
+        order = order.index_select(0, torch.argsort(column.index_select(0, order), stable=True))
+    return order
+
+
 class EdgeGeometry:
     """Geometry of the E directed edges of a graph.
 
-    Attributes:
+    Per directed edge:
         edge_index: (2, E) int64, (i, j) with j a neighbour of i (messages flow j -> i).
         vectors: (E, 3) Å, r_ij = pos[j] - pos[i] + shift_ij.
         lengths: (E,) Å.
@@ -20,21 +76,72 @@ class EdgeGeometry:
         radial: (E, R) radial basis of the lengths.
         envelope: (E,) smooth cutoff weight, 0 at and beyond the cutoff.
         num_nodes: N.
+    Per pair row (P rows; see ``symmetric``):
+        pair_index: (2, P) int64, (i, j) of the row's edge.
+        pair_vectors (P, 3), pair_lengths (P,), pair_unit (P, 3), pair_radial (P, R),
+        pair_envelope (P,): the quantities above for the row's edge.
+        symmetric: True when each row stands for two directed edges, (i, j) and its
+            reverse (j, i) (vector -r_ij, same length, radial basis and envelope),
+            P = E / 2; False when the rows are the E directed edges themselves
+            (an edge list without matching reverses).
+    The per-edge attributes are computed from the pair rows on first access.
     Spherical harmonics of ``unit`` (e3nn convention, component normalisation)
     are computed on first request and cached per lmax.
     """
 
-    __slots__ = ("edge_index", "vectors", "lengths", "unit", "radial", "envelope", "num_nodes", "_sh")
+    __slots__ = ("edge_index", "num_nodes", "pair_index", "pair_vectors", "pair_lengths", "pair_unit",
+                 "pair_radial", "pair_envelope", "symmetric", "_edge_row", "_edge_sign", "_cache", "_sh")
 
-    def __init__(self, edge_index, vectors, lengths, radial, envelope, num_nodes: int):
+    def __init__(self, edge_index, pair_index, pair_vectors, pair_lengths, pair_radial, pair_envelope,
+                 num_nodes: int, edge_row: torch.Tensor | None = None, edge_sign: torch.Tensor | None = None):
+        """edge_row (E,) int64: pair row of each edge; edge_sign (E,): +1 if the edge is its row's
+        edge, -1 if it is the reverse. Both None when rows are the directed edges themselves."""
         self.edge_index = edge_index
-        self.vectors = vectors
-        self.lengths = lengths
-        self.unit = vectors / lengths.unsqueeze(-1)
-        self.radial = radial
-        self.envelope = envelope
         self.num_nodes = num_nodes
+        self.pair_index = pair_index
+        self.pair_vectors = pair_vectors
+        self.pair_lengths = pair_lengths
+        self.pair_unit = pair_vectors / pair_lengths.unsqueeze(-1)
+        self.pair_radial = pair_radial
+        self.pair_envelope = pair_envelope
+        self.symmetric = edge_row is not None
+        self._edge_row = edge_row
+        self._edge_sign = edge_sign
+        self._cache: dict[str, torch.Tensor] = {}
         self._sh: dict[int, torch.Tensor] = {}
+
+    def _per_edge(self, name: str, odd: bool = False) -> torch.Tensor:
+        """Pair-row attribute ``name`` read out for every directed edge (sign-flipped if ``odd``)."""
+        values = getattr(self, "pair_" + name)
+        if not self.symmetric:
+            return values
+        out = self._cache.get(name)
+        if out is None:
+            out = values.index_select(0, self._edge_row)
+            if odd:
+                out = out * self._edge_sign.unsqueeze(-1)
+            self._cache[name] = out
+        return out
+
+    @property
+    def vectors(self) -> torch.Tensor:
+        return self._per_edge("vectors", odd=True)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self._per_edge("lengths")
+
+    @property
+    def unit(self) -> torch.Tensor:
+        return self._per_edge("unit", odd=True)
+
+    @property
+    def radial(self) -> torch.Tensor:
+        return self._per_edge("radial")
+
+    @property
+    def envelope(self) -> torch.Tensor:
+        return self._per_edge("envelope")
 
     def spherical_harmonics(self, lmax: int) -> torch.Tensor:
         """Y_lm(r̂_ij) for l = 0..lmax, shape (E, (lmax+1)^2), e3nn order and component norm."""
@@ -46,7 +153,12 @@ class EdgeGeometry:
 
 
 class GeometryBuilder(nn.Module):
-    """Graph dict -> :class:`EdgeGeometry` (edge vectors, radial basis, cutoff envelope)."""
+    """Graph dict -> :class:`EdgeGeometry` (edge vectors, radial basis, cutoff envelope).
+
+    Finds the reverse of every edge (:func:`reverse_edges`) and evaluates the
+    geometry on one edge per undirected pair, the one of lower index; falls back to
+    all directed edges when the list is not symmetric.
+    """
 
     def __init__(self, cutoff: float, num_radial: int):
         super().__init__()
@@ -57,8 +169,22 @@ class GeometryBuilder(nn.Module):
     def forward(self, graph: dict[str, torch.Tensor]) -> EdgeGeometry:
         pos = graph[K.POSITIONS]
         edge_index = graph[K.EDGE_INDEX]
-        vectors = pos.index_select(0, edge_index[1]) - pos.index_select(0, edge_index[0]) + graph[K.EDGE_SHIFT]
+        shift = graph[K.EDGE_SHIFT]
+        reverse = reverse_edges(edge_index, shift)
+        edge_row = edge_sign = None
+        pair_index, pair_shift = edge_index, shift
+        if reverse is not None:
+            edges = torch.arange(edge_index.shape[1], device=edge_index.device)
+            first = edges < reverse  # the row's edge: the lower index of each pair
+            rows = first.nonzero().squeeze(-1)
+            row_of_first = torch.cumsum(first, 0) - 1
+            edge_row = row_of_first.index_select(0, torch.minimum(edges, reverse))
+            edge_sign = torch.where(first, 1.0, -1.0).to(pos.dtype)
+            pair_index = edge_index.index_select(1, rows)
+            pair_shift = shift.index_select(0, rows)
+        vectors = pos.index_select(0, pair_index[1]) - pos.index_select(0, pair_index[0]) + pair_shift
         lengths = torch.linalg.vector_norm(vectors, dim=-1)
         return EdgeGeometry(
-            edge_index, vectors, lengths, self.radial_basis(lengths), self.envelope(lengths), pos.shape[0]
+            edge_index, pair_index, vectors, lengths, self.radial_basis(lengths), self.envelope(lengths),
+            pos.shape[0], edge_row, edge_sign,
         )
