@@ -33,15 +33,25 @@ def save(model, path, metadata: dict | None = None) -> None:
     ``metadata`` must hold plain data (str, int, float, bool, None, lists,
     dicts, tensors); anything else raises ``TypeError`` before the file is touched.
     """
+    atomic_save(model_payload(model, metadata), path)
+
+
+def model_payload(model, metadata: dict | None = None, state_dict: dict | None = None) -> dict:
+    """The checkpoint dict of ``model`` (``state_dict`` replaces the model's own weights, e.g. averaged ones)."""
     from molsym import __version__
 
-    payload = {
+    weights = model.state_dict() if state_dict is None else state_dict
+    return {
         "format": FORMAT_VERSION,
         "molsym_version": __version__,
         "config": _plain(model.config),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in weights.items()},
         "metadata": _plain(metadata or {}),
     }
+
+
+def atomic_save(payload, path) -> None:
+    """``torch.save(payload)`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -75,21 +85,7 @@ def load(path, map_location="cpu"):
             match its config.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r} is not a file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"checkpoint {path!r} is unsafe or corrupt: it holds data that is not plain tensors and containers "
-            f"and was refused without being unpickled ({_unpickling_reason(err)})"
-        ) from None
-    except Exception as err:  # zip / stream / EOF errors of truncated or foreign files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else "no detail"
-        reason = f"{type(err).__name__}: {first_line}"
-        raise CheckpointError(f"checkpoint {path!r} is corrupt, truncated or not a torch file ({reason})") from None
+    payload = read_payload(path)
     config, state_dict = _validate_payload(payload, path)
     model = _build(config, path)
     dtypes = [v.dtype for v in state_dict.values() if v.is_floating_point()]
@@ -106,6 +102,34 @@ def load(path, map_location="cpu"):
         model.to(torch.device(map_location))
     model.metadata = payload.get("metadata", {})
     return model.eval()
+
+
+def read_payload(path) -> dict:
+    """The raw dict of a checkpoint file, read with ``torch.load(weights_only=True)``.
+
+    Raises:
+        CheckpointError: missing, corrupt or truncated file, or one holding
+            anything but tensors and plain containers (refused, never executed).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} is not a file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"checkpoint {path!r} is unsafe or corrupt: it holds data that is not plain tensors and containers "
+            f"and was refused without being unpickled ({_unpickling_reason(err)})"
+        ) from None
+    except Exception as err:  # zip / stream / EOF errors of truncated or foreign files
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else "no detail"
+        reason = f"{type(err).__name__}: {first_line}"
+        raise CheckpointError(f"checkpoint {path!r} is corrupt, truncated or not a torch file ({reason})") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path!r} is not a molsym checkpoint (expected a dict, got {type(payload).__name__})")
+    return payload
 
 
 def _validate_payload(payload, path: str) -> tuple[dict, dict]:

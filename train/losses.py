@@ -1,0 +1,125 @@
+"""Predictions of a batch and the error sums that losses and metrics are built from.
+
+Losses are weighted mean squared errors over a *global* batch:
+
+    L = w_E <((E - E_ref) / n)^2>_structures + w_F <(F - F_ref)^2>_free force components
+      + w_S <(sigma - sigma_ref)^2>_stress components + w_H <(H - H_ref)^2>_sampled Hessian entries
+
+Each rank holds part of the global batch; it divides its own sums by the
+global counts (summed over ranks) and multiplies by the number of ranks, so
+that DDP's gradient average equals the gradient of L over the whole global
+batch, exactly as one process with the same batch would compute it.
+
+Hessian entries are sampled: for every structure ``hessian_rows`` rows of its
+(3n, 3n) Hessian are chosen at random each step, and each row is one more
+backward pass through the forces (graph kept, so the loss trains the second
+derivative). Rows of the structures of a batch share a backward pass: the
+Hessian is block-diagonal over structures, so the rows do not mix.
+"""
+from __future__ import annotations
+
+import torch
+
+from molsym.data import keys as K
+from molsym.models.derivatives import energy_forces_stress
+
+# Error sums kept per target: (count, sum |error|, sum error^2), in eV-based units.
+TERMS = ("energy", "energy_per_atom", "forces", "stress", "hessian")
+LOSS_TERM = {"energy": "energy_per_atom", "forces": "forces", "stress": "stress", "hessian": "hessian"}
+
+
+def predict_batch(model, batch: dict, *, forces: bool, stress: bool, hessian_rows: int = 0,
+                  create_graph: bool = False, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Energy (B,), and on request forces (N, 3), stress (B, 3, 3) and sampled Hessian rows.
+
+    With ``hessian_rows`` = k > 0 the result also holds ``hessian_rows`` (k, 3N)
+    predicted rows and ``hessian_rows_ref`` (k, 3N) the same rows of the
+    batch's reference Hessian: row r of draw k is, for each structure, one
+    row of that structure's block chosen with ``generator``.
+    """
+    need_graph = create_graph or hessian_rows > 0
+    batch = dict(batch)
+    positions = batch[K.POSITIONS].detach().requires_grad_(forces or hessian_rows > 0)
+    batch[K.POSITIONS] = positions
+    out = energy_forces_stress(model, batch, forces=forces or hessian_rows > 0, stress=stress,
+                               create_graph=need_graph)
+    if hessian_rows > 0:
+        rows, rows_ref = _hessian_rows(out, positions, batch, hessian_rows, generator, create_graph)
+        out = dict(out)
+        out["hessian_rows"], out["hessian_rows_ref"] = rows, rows_ref
+    return out
+
+
+def _hessian_rows(out, positions, batch, draws: int, generator, create_graph: bool):
+    gradient = -out[K.FORCES].reshape(-1)  # dE/dx, (3N,)
+    num_atoms = batch[K.NUM_ATOMS]
+    starts = 3 * (torch.cumsum(num_atoms, 0) - num_atoms)
+    predicted, reference = [], []
+    target = batch[K.HESSIAN]
+    for _ in range(draws):
+        offsets = (torch.rand(num_atoms.shape, generator=generator) * (3 * num_atoms).cpu()).long()
+        rows = starts + offsets.to(starts.device)
+        selector = torch.zeros_like(gradient)
+        selector[rows] = 1.0
+        row = None
+        if gradient.requires_grad:  # False only when no atom has a neighbour
+            (row,) = torch.autograd.grad(gradient, positions, grad_outputs=selector, create_graph=create_graph,
+                                         retain_graph=True, allow_unused=True)
+        row = torch.zeros_like(positions) if row is None else row
+        predicted.append(row.reshape(-1))
+        reference.append(target.index_select(0, rows).sum(0))
+    return torch.stack(predicted), torch.stack(reference)
+
+
+def error_sums(predicted: dict, batch: dict, *, mask_fixed: bool) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Per target present in both: (count, sum |err|, sum err^2) as 0-d tensors (the square keeps its graph).
+
+    energy: per structure (eV); energy_per_atom: (E - E_ref) / n (eV/atom);
+    forces: components of free atoms (eV/Å) (all atoms when ``mask_fixed`` is
+    false or the batch has no ``fixed``); stress: components (eV/Å³);
+    hessian: entries of the sampled rows inside each structure's block (eV/Å²).
+    """
+    sums = {}
+    if K.ENERGY in batch and K.ENERGY in predicted:
+        error = predicted[K.ENERGY] - batch[K.ENERGY]
+        per_atom = error / batch[K.NUM_ATOMS].to(error.dtype)
+        sums["energy"] = _sums(error, error.numel())
+        sums["energy_per_atom"] = _sums(per_atom, per_atom.numel())
+    if K.FORCES in batch and K.FORCES in predicted:
+        error = predicted[K.FORCES] - batch[K.FORCES]
+        if mask_fixed and K.FIXED in batch:
+            error = error[~batch[K.FIXED]]
+        sums["forces"] = _sums(error, error.numel())
+    if K.STRESS in batch and K.STRESS in predicted:
+        error = predicted[K.STRESS] - batch[K.STRESS]
+        sums["stress"] = _sums(error, error.numel())
+    if "hessian_rows" in predicted:
+        error = predicted["hessian_rows"] - predicted["hessian_rows_ref"]
+        count = predicted["hessian_rows"].shape[0] * 3 * int(batch[K.NUM_ATOMS].sum())
+        # entries outside each row's own block are zero in both, so they add nothing to the sums
+        sums["hessian"] = _sums(error, count)
+    return sums
+
+
+def _sums(error: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    count_t = torch.tensor(float(count), dtype=torch.float64, device=error.device)
+    return count_t, error.detach().abs().sum().double(), error.pow(2).sum()
+
+
+def weighted_loss(sums: dict, weights: dict, global_counts: dict[str, float], world_size: int) -> torch.Tensor:
+    """This rank's share of the global weighted MSE (see the module docstring)."""
+    loss = None
+    for name, term in LOSS_TERM.items():
+        weight = weights[name]
+        if weight <= 0 or term not in sums or global_counts.get(term, 0) <= 0:
+            continue
+        part = weight * world_size * sums[term][2] / global_counts[term]
+        loss = part if loss is None else loss + part
+    if loss is None:
+        raise ValueError("no loss term applies to this batch: the data carry none of the weighted targets "
+                         f"(weights {weights})")
+    return loss
+
+
+def local_counts(sums: dict) -> dict[str, float]:
+    return {name: float(value[0]) for name, value in sums.items()}
