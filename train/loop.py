@@ -98,6 +98,7 @@ class Run:
             "stress": config["loss"]["stress"] > 0,
         }
         self.epoch, self.step_in_epoch, self.elapsed = 0, 0, 0.0
+        self.epoch_start_elapsed = 0.0  # training seconds spent before the current epoch
         self.best_loss, self.history = math.inf, []
         self.train_sums = MetricSums(self.device)
         self.train_loss_sum = 0.0
@@ -116,6 +117,7 @@ class Run:
         position = training["position"]
         self.epoch, self.step_in_epoch = int(position["epoch"]), int(position["step_in_epoch"])
         self.elapsed = float(position["elapsed"])
+        self.epoch_start_elapsed = float(position["epoch_start_elapsed"])
         self.best_loss = float(training["best_loss"])
         self.history = list(training["history"])
         self.train_sums.load_state_dict(training["train_sums"])
@@ -139,7 +141,8 @@ class Run:
             "schedule": self.schedule.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "random": run_files.random_states(),
-            "position": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "elapsed": self.elapsed},
+            "position": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "elapsed": self.elapsed,
+                         "epoch_start_elapsed": self.epoch_start_elapsed},
             "best_loss": self.best_loss,
             "history": self.history,
             "train_sums": self.train_sums.state_dict(),
@@ -204,7 +207,11 @@ class Run:
             row["valid_loss"] = valid_loss
             row.update({f"valid_{k}": v for k, v in sums.metrics().items()})
             self.schedule.report(valid_loss)
+        seconds = self.elapsed - self.epoch_start_elapsed
+        structures = sum(len(batch) for batch in self.sampler.global_batches())
+        row["structures_per_s"] = structures / seconds if seconds > 0 else math.nan
         row["time_s"] = self.elapsed
+        self.epoch_start_elapsed = self.elapsed
         self.history.append(row)
         improved = valid_loss < self.best_loss or (self.splits.valid is None)
         if math.isfinite(valid_loss) and valid_loss < self.best_loss:

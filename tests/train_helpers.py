@@ -1,0 +1,54 @@
+"""Small training configs shared by the training tests (tiny models, the shipped 3BPA subset)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBSET = ROOT / "examples" / "data" / "3bpa_subset.xyz"
+TINY_MODEL = {"family": "tensornet", "channels": 8, "layers": 1, "num_radial": 8, "cutoff": 4.5}
+
+
+def tiny_config(output: Path, **sections) -> dict:
+    """A complete raw config training a 1-layer, 8-channel TensorNet on the 20-frame 3BPA subset."""
+    config = {
+        "output": str(output),
+        "seed": 3,
+        "epochs": 3,
+        "progress": False,
+        "tensorboard": False,
+        "model": dict(TINY_MODEL),
+        "data": {"train": str(SUBSET), "valid_fraction": 0.2, "batch_size": 4, "valid_batch_size": 8},
+        "loss": {"energy": 1.0, "forces": 10.0},
+        "optimizer": {"lr": 0.01},
+    }
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(config.get(name), dict):
+            config[name] = {**config[name], **value}
+        else:
+            config[name] = value
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def molsym_command(*args: str) -> list[str]:
+    """``python -m molsym.train.cli`` equivalent of the ``molsym`` console script."""
+    return [sys.executable, "-c", "import sys; from molsym.train.cli import main; sys.exit(main())", *args]
+
+
+def run_cli(*args: str, timeout: float = 300, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run(molsym_command(*args), capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def metric_columns(history: list[dict]) -> list[dict]:
+    """History rows without the wall-clock columns (which differ between runs)."""
+    return [{k: v for k, v in row.items() if k not in ("time_s", "structures_per_s")} for row in history]
