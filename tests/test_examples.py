@@ -58,6 +58,24 @@ def test_quickstart_with_a_checkpoint(tmp_path):
     assert "step    10" in out
 
 
+def test_demo_trains_evaluates_and_runs_md(tmp_path):
+    """The `make demo` chain, shortened: train (one epoch), evaluate with plots, MD with the trained model."""
+    run = tmp_path / "demo"
+    train = subprocess.run([sys.executable, "-m", "molsym.train", str(ROOT / "examples" / "demo" / "config.yaml"),
+                            "--output", str(run), "--set", "epochs=1", "--set", "progress=false"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr
+    assert "test" in train.stdout and (run / "best.pt").exists()
+    evaluation = subprocess.run([sys.executable, "-c", "import sys; from molsym.train.cli import main; sys.exit(main())",
+                                 "eval", "--model", str(run / "best.pt"), "--data", str(DATA / "3bpa_demo_test.xyz"),
+                                 "--output", str(run)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert "(50 structures)" in evaluation.stdout
+    assert (run / "parity_forces_3bpa_demo_test.png").exists() and (run / "learning_curve.png").exists()
+    out = run_quickstart("--model", str(run / "best.pt"), "--steps", "20")
+    assert "step    20" in out and "elements [1, 6, 7, 8]" in out
+
+
 def test_shipped_data_and_attribution():
     frames = ase.io.read(DATA / "3bpa_subset.xyz", index=":")
     assert len(frames) == 20 and all(len(a) == 27 for a in frames)
@@ -68,3 +86,10 @@ def test_shipped_data_and_attribution():
     assert digest in readme
     assert "29e6d467317e4b5967b7ea5cbee54de953fa0d45" in readme and "10.1021/acs.jctc.1c00647" in readme
     assert "MIT License" in (DATA / "LICENSE").read_text()
+    train = ase.io.read(DATA / "3bpa_demo_train.xyz", index=":")
+    test = ase.io.read(DATA / "3bpa_demo_test.xyz", index=":")
+    assert len(train) == 150 and len(test) == 50
+    for name in ("3bpa_demo_train.xyz", "3bpa_demo_test.xyz"):
+        assert hashlib.sha256((DATA / name).read_bytes()).hexdigest() in readme
+    seen = {a.positions.round(5).tobytes() for a in train}
+    assert not any(a.positions.round(5).tobytes() in seen for a in test)  # the test structures are held out

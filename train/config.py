@@ -115,7 +115,8 @@ TOP = {
                     lambda v: None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) else "must be auto, cpu, cuda or cuda:N"),
     "epochs": Field((int,), 100, "number of passes over the training data", _positive),
     "max_time": Field((int, float, str), None, "wall-clock budget of the run (seconds or '20m', '2h'); "
-                      "training stops after the epoch that crosses it", _duration, nullable=True),
+                      "training stops after the step that crosses it, "
+                      "writes last.pt and can be resumed", _duration, nullable=True),
     "clip_grad_norm": Field(NUMBER, 10.0, "clip the gradient's global L2 norm to this (null: no clipping)",
                             _positive, nullable=True),
     "eval_every": Field((int,), 1, "validate every this many epochs (and after the last)", _positive),

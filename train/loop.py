@@ -131,6 +131,9 @@ class Run:
         return {"epoch": self.epoch, "history": self.history, "best_valid_loss": self.best_loss,
                 "training_config": self.config}
 
+    def save_best(self) -> None:
+        run_files.save_best(self.model, self._weights(), self.output / run_files.BEST, self._metadata())
+
     def save_last(self) -> None:
         if not self.world.is_main:
             return
@@ -222,7 +225,7 @@ class Run:
         self.train_loss_sum = 0.0
         if world.is_main:
             if improved:
-                run_files.save_best(self.model, self._weights(), self.output / run_files.BEST, self._metadata())
+                self.save_best()
             write_csv(self.history, self.output / "log.csv")
             self.tensorboard.add(row, self.epoch)
             print(_summary(row), flush=True)
@@ -286,6 +289,8 @@ def _train(config: dict, world: World, resume: bool) -> dict:
             run.save_last()
         if out_of_time:
             stopped_early = run.epoch < config["epochs"]
+            if world.is_main and not (run.output / run_files.BEST).exists():  # stopped inside the first epoch
+                run.save_best()
             if world.is_main:
                 print(f"time budget of {config['max_time']:.0f} s spent after {run.elapsed:.0f} s "
                       f"(epoch {run.epoch}, step {run.step_in_epoch}); resume with --resume", flush=True)
