@@ -123,3 +123,56 @@ def test_trains_on_streamed_oc20_lmdb_with_fixed_atoms(tmp_path):
 
     run = Run(load_config(tmp_path / "c.yaml") | {"output": str(tmp_path / "probe")}, World(), resume=False)
     assert type(run.splits.train).__name__ == "AseDbDataset"  # streamed, not read whole
+
+
+def test_trains_on_stress_of_periodic_cells(tmp_path):
+    """Stress labels (EMT, eV/Å³) of rattled, strained Cu cells enter the loss and the metrics."""
+    import ase.io
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for index in range(8):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.02 * rng.normal(size=(3, 3))), scale_atoms=True)
+        atoms.rattle(0.05, seed=index)
+        atoms.calc = EMT()
+        labelled = atoms.copy()
+        labelled.calc = SinglePointCalculator(labelled, energy=atoms.get_potential_energy(),
+                                              forces=atoms.get_forces(), stress=atoms.get_stress())
+        frames.append(labelled)
+    ase.io.write(tmp_path / "cu.xyz", frames)
+    config = tiny_config(tmp_path / "out", epochs=2, data={"train": str(tmp_path / "cu.xyz"), "batch_size": 2,
+                                                           "valid_fraction": 0.25},
+                         loss={"energy": 1.0, "forces": 1.0, "stress": 100.0})
+    assert main(["train", str(write_config(tmp_path / "c.yaml", config))]) == 0
+    row = read_csv(tmp_path / "out" / "log.csv")[-1]
+    assert row["valid_stress_rmse_mev_a3"] > 0 and row["train_stress_mae_mev_a3"] > 0
+
+
+def test_trains_on_hessians_from_an_ase_db(tmp_path):
+    """Hessian labels stored in an ASE db row's data train through sampled rows (second derivatives)."""
+    import ase.db
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from conftest import make_model
+    from molsym.data.graph import from_ase
+    from molsym.models.derivatives import energy_forces_stress, hessian
+
+    teacher = make_model("tensornet", seed=5, channels=8, layers=1)
+    db = ase.db.connect(tmp_path / "labels.db")
+    for atoms in ase.io.read(SUBSET, index=":4"):
+        graph = from_ase(atoms, teacher.cutoff)
+        out = energy_forces_stress(teacher, graph)
+        atoms.calc = SinglePointCalculator(atoms, energy=float(out["energy"].detach()[0]),
+                                           forces=out["forces"].detach().numpy())
+        db.write(atoms, data={"hessian": hessian(teacher, graph).numpy()})
+    config = tiny_config(tmp_path / "out", epochs=2, data={"train": str(tmp_path / "labels.db"), "batch_size": 2,
+                                                           "valid_fraction": 0.25, "e0": None},
+                         loss={"energy": 1.0, "forces": 10.0, "hessian": 1.0, "hessian_rows": 2})
+    assert main(["train", str(write_config(tmp_path / "c.yaml", config))]) == 0
+    rows = read_csv(tmp_path / "out" / "log.csv")
+    assert all(row["train_hessian_rmse_mev_a2"] > 0 and row["valid_hessian_mae_mev_a2"] > 0 for row in rows)
