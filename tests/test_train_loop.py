@@ -176,3 +176,25 @@ def test_trains_on_hessians_from_an_ase_db(tmp_path):
     assert main(["train", str(write_config(tmp_path / "c.yaml", config))]) == 0
     rows = read_csv(tmp_path / "out" / "log.csv")
     assert all(row["train_hessian_rmse_mev_a2"] > 0 and row["valid_hessian_mae_mev_a2"] > 0 for row in rows)
+
+
+def test_trains_on_oc20_s2ef_extxyz_with_worker_processes(tmp_path):
+    """OC20 S2EF extxyz + frame log (tags, move_mask, reference energies), loaded by 2 DataLoader workers."""
+    from molsym.data.readers import oc20_synthetic_frames, write_s2ef_extxyz
+    from molsym.train.data import file_format
+
+    frames = oc20_synthetic_frames(num_systems=2, frames_per_system=3, size=(2, 2, 3), seed=3)
+    extxyz, _ = write_s2ef_extxyz(frames, tmp_path / "s2ef.extxyz")
+    assert file_format(str(extxyz)) == "oc20_s2ef"
+    config = tiny_config(tmp_path / "out", epochs=1, model={**tiny_config(tmp_path)["model"], "cutoff": 5.0},
+                         data={"train": str(extxyz), "reference_energy_key": "ref_energy", "e0": None,
+                               "batch_size": 2, "valid_fraction": 0.34, "num_workers": 2})
+    assert main(["train", str(write_config(tmp_path / "c.yaml", config))]) == 0
+    from molsym.train.config import load_config
+    from molsym.train.data import build_splits, sample_of
+
+    splits = build_splits(load_config(tmp_path / "c.yaml"), 5.0, torch.float64)
+    sample = sample_of(splits.train, 0)
+    reference = sample.atoms.info["ref_energy"]
+    assert sample.targets["fixed"].any() and set(sample.targets["tags"]) >= {0, 1, 2}
+    assert abs(sample.targets["energy"][0]) < abs(reference)  # the reference energy was subtracted
