@@ -84,13 +84,16 @@ class EdgeGeometry:
             reverse (j, i) (vector -r_ij, same length, radial basis and envelope),
             P = E / 2; False when the rows are the E directed edges themselves
             (an edge list without matching reverses).
+    Directed view of the pair rows (for aggregating row quantities over both directions
+    in one pass): ``directed_index`` (2, D) int64 and :meth:`directed`, which repeat the
+    rows once per direction they stand for; D = E when symmetric, D = P = E otherwise.
     The per-edge attributes are computed from the pair rows on first access.
     Spherical harmonics of ``unit`` (e3nn convention, component normalisation)
     are computed on first request and cached per lmax.
     """
 
     __slots__ = ("edge_index", "num_nodes", "pair_index", "pair_vectors", "pair_lengths", "pair_unit",
-                 "pair_radial", "pair_envelope", "symmetric", "_edge_row", "_edge_sign", "_cache", "_sh")
+                 "pair_radial", "pair_envelope", "symmetric", "_edge_row", "_edge_sign", "_cache", "_sh", "_directed_index")
 
     def __init__(self, edge_index, pair_index, pair_vectors, pair_lengths, pair_radial, pair_envelope,
                  num_nodes: int, edge_row: torch.Tensor | None = None, edge_sign: torch.Tensor | None = None):
@@ -109,6 +112,26 @@ class EdgeGeometry:
         self._edge_sign = edge_sign
         self._cache: dict[str, torch.Tensor] = {}
         self._sh: dict[int, torch.Tensor] = {}
+        self._directed_index: torch.Tensor | None = None
+
+    @property
+    def directed_index(self) -> torch.Tensor:
+        """(2, D) int64: the pair rows' edges (i, j), then, when symmetric, their reverses (j, i)."""
+        if not self.symmetric:
+            return self.pair_index
+        if self._directed_index is None:
+            self._directed_index = torch.cat((self.pair_index, self.pair_index.flip(0)), dim=1)
+        return self._directed_index
+
+    def directed(self, values: torch.Tensor, odd: bool = False) -> torch.Tensor:
+        """Pair-row values (P, ...) -> (D, ...) in the order of ``directed_index``.
+
+        ``odd``: the values change sign with the direction (vectors); otherwise they are
+        the same for both directions (functions of the length).
+        """
+        if not self.symmetric:
+            return values
+        return torch.cat((values, -values if odd else values))
 
     def _per_edge(self, name: str, odd: bool = False) -> torch.Tensor:
         """Pair-row attribute ``name`` read out for every directed edge (sign-flipped if ``odd``)."""

@@ -89,19 +89,14 @@ def squared_norms(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([part.sum(0) for part in sq.split(_SIZES)], dim=1)
 
 
-def _accumulators(like: torch.Tensor, n: int, c: int) -> list[torch.Tensor]:
-    """Fresh zero accumulators for the I, A, S coefficients: (1, N, C), (3, N, C), (5, N, C)."""
-    return [like.new_zeros(k, n, c) for k in _SIZES]
+def _aggregate(parts, weights: torch.Tensor, receivers: torch.Tensor, n: int,
+               senders: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over edges of per-part values times per-part weights onto the receiving nodes.
 
-
-def _aggregate_into(out: list[torch.Tensor], parts, weights: torch.Tensor, receivers: torch.Tensor,
-                    senders: torch.Tensor | None = None) -> None:
-    """Add, over edges, per-part values times per-part weights onto the receiving nodes.
-
-    out: accumulators from :func:`_accumulators`, updated in place; parts: 3 tensors (k, E, 1)
-    of edge values, or with ``senders`` (E,) 3 tensors (k, N, C) of node values gathered from
-    the senders (k = 1, 3, 5); weights (E, 3, C); receivers (E,). Edges are processed in chunks
-    so that the (k, chunk, C) temporaries stay small.
+    parts: 3 tensors (k, E, 1) of edge values, or with ``senders`` (E,) 3 tensors
+    (k, N, C) of node values gathered from the senders (k = 1, 3, 5); weights (E, 3, C);
+    receivers (E,) -> coefficients (9, N, C). Edges are processed in chunks so that the
+    (k, chunk, C) temporaries stay small; the sums go into fresh accumulators.
     """
     c = weights.shape[-1]
     step = max(1, _CHUNK_VALUES // c)
@@ -109,6 +104,7 @@ def _aggregate_into(out: list[torch.Tensor], parts, weights: torch.Tensor, recei
     weight_chunks = [w.split(step) for w in weights.unbind(1)]
     value_chunks = None if senders is not None else [v.split(step, dim=1) for v in parts]
     sender_chunks = None if senders is None else senders.split(step)
+    out = [weights.new_zeros(k, n, c) for k in _SIZES]
     for m, rec in enumerate(receivers.split(step)):
         for p in range(3):
             if senders is None:
@@ -116,16 +112,6 @@ def _aggregate_into(out: list[torch.Tensor], parts, weights: torch.Tensor, recei
             else:
                 values = parts[p].index_select(1, sender_chunks[m])
             out[p].index_add_(1, rec, values * weight_chunks[p][m])
-
-
-def _aggregate(parts, weights: torch.Tensor, receivers: torch.Tensor, n: int,
-               senders: torch.Tensor | None = None) -> torch.Tensor:
-    """Sum over edges of per-part values times per-part weights onto the receiving nodes.
-
-    Arguments as :func:`_aggregate_into`, plus ``n`` nodes -> coefficients (9, N, C).
-    """
-    out = _accumulators(weights, n, weights.shape[-1])
-    _aggregate_into(out, parts, weights, receivers, senders)
     return torch.cat(out)
 
 
@@ -183,27 +169,18 @@ class TensorNetEmbedding(nn.Module):
     def forward(self, species: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:
         """species (N,) element indices -> X (N, C, 3, 3).
 
-        Radial functions are evaluated once per pair row of the geometry; with a symmetric
-        edge list each row also feeds the reverse edge (j, i), whose basis has the
-        antisymmetric part negated (skew(-r̂) = -skew(r̂)) and whose pair factor is
-        pair_mix([z_j, z_i]).
+        Radial functions are evaluated once per pair row of the geometry and repeated for
+        the directed edges they stand for (``geometry.directed``); the reverse edge (j, i)
+        has skew(-r̂) = -skew(r̂) and the pair factor pair_mix([z_j, z_i]).
         """
-        i, j = geometry.pair_index
-        n, p, c = species.shape[0], i.shape[0], self.channels
+        i, j = geometry.directed_index
+        n, p, c = species.shape[0], geometry.pair_index.shape[1], self.channels
         table = self.pair_table()
         s = table.shape[0]
-        flat = table.view(s * s, c)
-        si, sj = species.index_select(0, i), species.index_select(0, j)
-        envelope = geometry.pair_envelope[:, None]
+        pair = table.view(s * s, c).index_select(0, species.index_select(0, i) * s + species.index_select(0, j))
         radial = self.radial_projection(geometry.pair_radial).view(p, 3, c)
-        basis = _edge_basis(geometry.pair_unit)
-        out = _accumulators(radial, n, c)
-        pair = flat.index_select(0, si * s + sj)
-        _aggregate_into(out, basis, radial * (envelope * pair)[:, None], i)
-        if geometry.symmetric:
-            pair = flat.index_select(0, sj * s + si)
-            _aggregate_into(out, (basis[0], -basis[1], basis[2]), radial * (envelope * pair)[:, None], j)
-        x = torch.cat(out)  # (9, N, C)
+        weights = geometry.directed(radial) * (geometry.directed(geometry.pair_envelope)[:, None] * pair)[:, None]
+        x = _aggregate(_edge_basis(geometry.directed(geometry.pair_unit, odd=True)), weights, i, n)  # (9, N, C)
         scalars = self.scalar_mlp(self.norm((x * x).sum(0))).view(n, 3, c)
         x = torch.cat([part * scalars[:, p] for p, part in enumerate(self.mix(x).split(_SIZES))])
         return _coefficients_to_cartesian(x)
@@ -228,20 +205,15 @@ class TensorNetInteraction(Interaction):
     def forward(self, features: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:
         """features (N, C, 3, 3) -> (N, C, 3, 3).
 
-        The radial network runs once per pair row of the geometry; with a symmetric edge
-        list each row's weights serve both directions, (i <- j) and (j <- i).
+        The radial network runs once per pair row of the geometry; each row's weights serve
+        every directed edge it stands for, (i <- j) and, with a symmetric list, (j <- i).
         """
-        i, j = geometry.pair_index
-        n, p, c = features.shape[0], i.shape[0], self.channels
+        i, j = geometry.directed_index
+        n, p, c = features.shape[0], geometry.pair_index.shape[1], self.channels
         x = _normalise(_cartesian_to_coefficients(features))  # (9, N, C)
         y = self.mix_in(x)
-        parts = y.split(_SIZES)
         weights = (self.radial_mlp(geometry.pair_radial) * geometry.pair_envelope[:, None]).view(p, 3, c)
-        out = _accumulators(y, n, c)
-        _aggregate_into(out, parts, weights, i, senders=j)
-        if geometry.symmetric:
-            _aggregate_into(out, parts, weights, j, senders=i)
-        message = torch.cat(out)
+        message = _aggregate(y.split(_SIZES), geometry.directed(weights), i, n, senders=j)
         d = self.mix_out(_normalise(_anticommutator(message, y)))
         return _coefficients_to_cartesian(x + d + _square(d))
 
