@@ -45,8 +45,10 @@ def test_best_checkpoint_is_a_model(trained):
     atoms.calc = MolSymCalculator.from_checkpoint(best)
     forces = atoms.get_forces()
     assert forces.shape == (27, 3) and np.isfinite(forces).all()
-    # E0 from least squares, shift/scale from the training statistics are in the model
-    assert model.config["e0"] is not None and model.config["scale"] > 0
+    # E0 from the config, shift and scale from the training statistics are in the model
+    assert model.config["e0"] == {1: -13.587222780835477, 6: -1029.4889999855063, 7: -1484.9814568572233,
+                                  8: -2041.9816003861047}
+    assert model.config["scale"] > 0.1 and model.config["shift"] != 0.0
 
 
 def test_last_checkpoint_holds_training_state(trained):
@@ -144,7 +146,7 @@ def test_trains_on_stress_of_periodic_cells(tmp_path):
                                               forces=atoms.get_forces(), stress=atoms.get_stress())
         frames.append(labelled)
     ase.io.write(tmp_path / "cu.xyz", frames)
-    config = tiny_config(tmp_path / "out", epochs=2, data={"train": str(tmp_path / "cu.xyz"), "batch_size": 2,
+    config = tiny_config(tmp_path / "out", epochs=2, data={"train": str(tmp_path / "cu.xyz"), "batch_size": 2, "e0": None,
                                                            "valid_fraction": 0.25},
                          loss={"energy": 1.0, "forces": 1.0, "stress": 100.0})
     assert main(["train", str(write_config(tmp_path / "c.yaml", config))]) == 0

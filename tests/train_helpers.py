@@ -10,6 +10,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = ROOT / "examples" / "data" / "3bpa_subset.xyz"
+# isolated-atom energies (eV) of the 3BPA data's DFT
+E0_3BPA = {1: -13.587222780835477, 6: -1029.4889999855063, 7: -1484.9814568572233, 8: -2041.9816003861047}
 TINY_MODEL = {"family": "tensornet", "channels": 8, "layers": 1, "num_radial": 8, "cutoff": 4.5}
 
 
@@ -22,7 +24,8 @@ def tiny_config(output: Path, **sections) -> dict:
         "progress": False,
         "tensorboard": False,
         "model": dict(TINY_MODEL),
-        "data": {"train": str(SUBSET), "valid_fraction": 0.2, "batch_size": 4, "valid_batch_size": 8},
+        "data": {"train": str(SUBSET), "valid_fraction": 0.2, "batch_size": 4, "valid_batch_size": 8,
+                 "e0": dict(E0_3BPA)},
         "loss": {"energy": 1.0, "forces": 10.0},
         "optimizer": {"lr": 0.01},
     }
