@@ -200,3 +200,15 @@ def test_trains_on_oc20_s2ef_extxyz_with_worker_processes(tmp_path):
     reference = sample.atoms.info["ref_energy"]
     assert sample.targets["fixed"].any() and set(sample.targets["tags"]) >= {0, 1, 2}
     assert abs(sample.targets["energy"][0]) < abs(reference)  # the reference energy was subtracted
+
+
+def test_tensorboard_events_or_a_clear_error(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "out", epochs=1, tensorboard=True))
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        assert main(["train", str(config)]) == 2
+        assert "tensorboard package is not installed" in capsys.readouterr().err
+        return
+    assert main(["train", str(config)]) == 0
+    assert list((tmp_path / "out" / "tensorboard").glob("events.out.tfevents.*"))

@@ -30,6 +30,7 @@ named by its dotted path, in one :class:`ConfigError`.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 from dataclasses import dataclass
@@ -301,6 +302,9 @@ def validate_config(raw, base_dir: str | os.PathLike = ".") -> dict:
         config["max_time"] = parse_duration(config["max_time"])
     if config["loss"]["energy"] == config["loss"]["forces"] == config["loss"]["stress"] == config["loss"]["hessian"] == 0:
         problems.append("loss: every weight is 0; give at least one of energy, forces, stress, hessian a positive weight")
+    if config["tensorboard"] is True and importlib.util.find_spec("tensorboard") is None:
+        problems.append("tensorboard: true, but the tensorboard package is not installed "
+                        "(pip install tensorboard, or set tensorboard: auto)")
     if problems:
         raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
     return config
@@ -361,6 +365,7 @@ def describe() -> str:
         for key, field in schema.items():
             lines.append(f"  {key}: {field.default!r}  # {field.doc}")
     lines.append("model: a Potential config (family, channels, layers, cutoff, num_radial, lmax, ...); "
-                 "elements default to those in the training data, e0 / scale / shift / avg_num_neighbors "
-                 "to the data statistics")
+                 "elements default to those in the data (every structure held in memory; a sample of "
+                 "statistics_structures of streamed databases, so name them for large databases), "
+                 "e0 / scale / shift / avg_num_neighbors to the data statistics")
     return "\n".join(lines)

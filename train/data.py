@@ -192,6 +192,15 @@ def energy_reference(data: dict, train: Dataset, elements: list[int]) -> LinearR
     return LinearReference.load(e0)
 
 
+def is_streamed(dataset: Dataset) -> bool:
+    """Whether any part of ``dataset`` reads its structures from a database on each access."""
+    if isinstance(dataset, Subset):
+        return is_streamed(dataset.dataset)
+    if isinstance(dataset, ConcatDataset):
+        return any(is_streamed(part) for part in dataset.datasets)
+    return isinstance(dataset, AseDbDataset)
+
+
 def dataset_elements(dataset: Dataset, limit: int | None = None) -> list[int]:
     """Sorted atomic numbers present in (up to ``limit`` evenly spaced structures of) ``dataset``."""
     found: set[int] = set()
@@ -209,10 +218,11 @@ def model_config_from_data(config: dict, splits: Splits) -> dict:
     model = dict(config["model"])
     limit = data["statistics_structures"]
     if "elements" not in model:
-        elements = set(dataset_elements(splits.train))
-        for extra in (splits.valid, splits.test):
-            if extra is not None:
-                elements.update(dataset_elements(extra, limit))
+        # every structure held in memory is scanned; streamed databases are sampled (give model.elements for them)
+        elements = set()
+        for split in (splits.train, splits.valid, splits.test):
+            if split is not None:
+                elements.update(dataset_elements(split, limit if is_streamed(split) else None))
         model["elements"] = sorted(elements)
     reference = energy_reference(data, splits.train, model["elements"])
     if reference is not None and "e0" not in model:
@@ -247,6 +257,7 @@ __all__ = [
     "energy_reference",
     "file_format",
     "has_target",
+    "is_streamed",
     "model_config_from_data",
     "read_split",
     "sample_of",
