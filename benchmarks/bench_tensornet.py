@@ -16,6 +16,9 @@ What each column times:
   (neighbour list not included).
 - molsym + NL: ``from_ase`` (vesin neighbour list) + ``collate`` + cast, then
   ``energy_forces_stress``.
+- molsym 1 thread (rows of at most ``--one-thread-max-atoms`` atoms): the molsym call
+  with ``torch.set_num_threads(1)`` around it (restored after each call), in the same
+  interleaved loop; every other column runs on ``--threads`` threads.
 - calculator: ``atoms.get_forces()`` through ``molsym.calculators.MolSymCalculator``
   with the positions changed before every call (neighbour list, conversions,
   energy, forces, and for the periodic box also the stress).
@@ -254,6 +257,15 @@ def run_row(label, structures, dtype_name, args, tmdn, calc_class):
         "molsym": lambda: energy_forces_stress(model, graph),
         "molsym+NL": lambda: energy_forces_stress(model, molsym_graph(structures, dtype)),
     }
+    if sum(len(a) for a in structures) <= args.one_thread_max_atoms and args.threads != 1:
+        def one_thread():
+            torch.set_num_threads(1)
+            try:
+                return energy_forces_stress(model, graph)
+            finally:
+                torch.set_num_threads(args.threads)
+
+        callables["molsym 1 thread"] = one_thread
     if calc_class is not None and len(structures) == 1:
         atoms = structures[0].copy()
         atoms.calc = calc_class(model, dtype=dtype_name)
@@ -313,6 +325,15 @@ def markdown(rows) -> str:
         tcell = f"{t:.1f} ({r['torchmd-net_backend']})" if t is not None else "n/a"
         ratio = f"{t / m:.2f}" if t is not None else "n/a"
         lines.append(f"| {r['system']} | {r['dtype']} | {m:.1f} | {tcell} | {ratio} | {r['other_load_cores']:.2f} |")
+    single = [r for r in rows if "molsym 1 thread" in r["median_ms"]]
+    if single:
+        lines += ["", "molsym on 1 thread (same interleaved loop; all other columns on the threads above):", "",
+                  "| system | dtype | molsym 1 thread ms | molsym ms | torchmd-net ms |", "| --- | --- | ---: | ---: | ---: |"]
+        for r in single:
+            t = r.get("torchmd-net_ms")
+            tcell = f"{t:.1f}" if t is not None else "n/a"
+            lines.append(f"| {r['system']} | {r['dtype']} | {r['median_ms']['molsym 1 thread']:.1f} | "
+                         f"{r['median_ms']['molsym']:.1f} | {tcell} |")
     lines += ["", "Including the neighbour list (torchmd-net always includes its own):", "",
               "| system | dtype | molsym + NL ms | calculator ms | torchmd-net ms | torchmd-net NL alone ms | edges molsym / torchmd-net |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -371,6 +392,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per callable (median reported)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--one-thread-max-atoms", type=int, default=100,
+                        help="also time molsym on 1 thread for systems up to this many atoms (0: never)")
     parser.add_argument("--batch", type=int, default=32, help="molecules in the batched row")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=list(DTYPES))
     parser.add_argument("--systems", nargs="+", type=int, default=None, help="row indices to run (0, 1, 2)")

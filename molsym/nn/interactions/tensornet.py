@@ -16,6 +16,11 @@ through its exact irreps coefficients (``molsym.o3.cartesian``): I -> 1 number
 The 3x3 products Y M + M Y and dX dX are evaluated in a channels-last Cartesian
 layout (3, 3, N*C) as broadcast multiply-adds vectorised over N*C.
 
+Everything that depends only on |r_ij| (radial basis, envelope, the radial
+networks of the embedding and of every interaction) is evaluated once per pair
+row of the geometry, i.e. once per pair of reverse edges when the edge list is
+symmetric (``molsym.nn.geometry``), and repeated for both directions.
+
 O(3): the antisymmetric part is built from skew(r̂), a polar vector, so it is
 parity-odd, and I, S are even; the update Y M + M Y and dX + dX^2 preserve that
 parity assignment, so energies are invariant under reflections as well.
