@@ -328,7 +328,8 @@ def markdown(rows) -> str:
     single = [r for r in rows if "molsym 1 thread" in r["median_ms"]]
     if single:
         lines += ["", "molsym on 1 thread (same interleaved loop; all other columns on the threads above):", "",
-                  "| system | dtype | molsym 1 thread ms | molsym ms | torchmd-net ms |", "| --- | --- | ---: | ---: | ---: |"]
+                  "| system | dtype | molsym 1 thread ms | molsym ms | torchmd-net ms |",
+                  "| --- | --- | ---: | ---: | ---: |"]
         for r in single:
             t = r.get("torchmd-net_ms")
             tcell = f"{t:.1f}" if t is not None else "n/a"

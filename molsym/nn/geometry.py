@@ -93,7 +93,8 @@ class EdgeGeometry:
     """
 
     __slots__ = ("edge_index", "num_nodes", "pair_index", "pair_vectors", "pair_lengths", "pair_unit",
-                 "pair_radial", "pair_envelope", "symmetric", "_edge_row", "_edge_sign", "_cache", "_sh", "_directed_index")
+                 "pair_radial", "pair_envelope", "symmetric", "_edge_row", "_edge_sign", "_cache", "_sh",
+                 "_directed_index")
 
     def __init__(self, edge_index, pair_index, pair_vectors, pair_lengths, pair_radial, pair_envelope,
                  num_nodes: int, edge_row: torch.Tensor | None = None, edge_sign: torch.Tensor | None = None):
