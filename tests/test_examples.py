@@ -93,3 +93,24 @@ def test_shipped_data_and_attribution():
         assert hashlib.sha256((DATA / name).read_bytes()).hexdigest() in readme
     seen = {a.positions.round(5).tobytes() for a in train}
     assert not any(a.positions.round(5).tobytes() in seen for a in test)  # the test structures are held out
+
+
+def test_3bpa_protocol_configs_run(tmp_path):
+    """Each examples/3bpa config validates (data paths included) and trains: one short epoch on 20 structures."""
+    import pytest
+
+    from molsym.train.config import load_config
+
+    configs = sorted((ROOT / "examples" / "3bpa").glob("*.yaml"))
+    assert {path.stem for path in configs} >= {"tensornet", "e3nn"}
+    if not (ROOT.parent / "shared" / "data" / "3bpa" / "train_300K.xyz").exists():
+        pytest.skip("the 3BPA data of ../shared/data is not present")
+    for path in configs:
+        config = load_config(path)
+        assert config["data"]["test_exclude_train"] and config["data"]["valid_fraction"] == 0.1
+        result = subprocess.run(
+            [sys.executable, "-m", "molsym.train", str(path), "--output", str(tmp_path / path.stem),
+             "--set", "epochs=1", "--set", "data.max_structures=20", "--set", "data.test=null"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / path.stem / "best.pt").exists()

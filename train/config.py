@@ -175,7 +175,8 @@ OPTIMIZER = {
 }
 
 SCHEDULE = {
-    "type": Field((str,), "plateau", "plateau (reduce on validation-loss plateau), cosine (with warm-up) or constant",
+    "type": Field((str,), "plateau", "plateau (reduce on validation-loss plateau), cosine (with warm-up; its "
+                  "length is 'epochs', so size epochs to fit a max_time budget) or constant",
                   _one_of("plateau", "cosine", "constant")),
     "factor": Field(NUMBER, 0.8, "plateau: multiply the LR by this", _unit_interval_open),
     "patience": Field((int,), 10, "plateau: epochs without improvement before reducing", _non_negative),
