@@ -50,6 +50,23 @@ def test_make_data_writes_readable_splits(tmp_path):
         valid.close()
 
 
+def test_example_config_trains_on_the_written_data(tmp_path):
+    """examples/oc20/config.yaml trains on make_data.py's output (one short epoch, streamed from LMDB)."""
+    output = tmp_path / "oc20"
+    subprocess.run([sys.executable, str(SCRIPT), "--output", str(output), "--systems", "2", "--frames", "2",
+                    "--valid-systems", "1", "--valid-frames", "2", "--size", "2", "2", "3"],
+                   check=True, capture_output=True, timeout=120)
+    config = ROOT / "examples" / "oc20" / "config.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "molsym.train", str(config), "--output", str(tmp_path / "run"),
+         "--set", "epochs=1", "--set", "progress=false",
+         "--set", f"data.train={output / 'train.aselmdb'}", "--set", f"data.valid={output / 'valid.aselmdb'}"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "4 training structures, 2 validation" in result.stdout
+    assert (tmp_path / "run" / "best.pt").exists()
+
+
 def load_script():
     spec = importlib.util.spec_from_file_location("oc20_make_data", SCRIPT)
     module = importlib.util.module_from_spec(spec)
