@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from molsym.data import keys as K
 from molsym.data.readers import (
     AseDbDataset,
     AtomsDataset,
@@ -29,7 +28,6 @@ from molsym.data.readers import (
     read_oc20_s2ef,
     read_samples,
 )
-from molsym.data.readers.asedb import DB_TYPES
 from molsym.data.readers.oc20 import default_log_path
 
 ISOLATED_ATOM_SUFFIXES = (".xyz", ".extxyz")
@@ -244,7 +242,7 @@ def model_config_from_data(config: dict, splits: Splits) -> dict:
     return model
 
 
-def has_target(dataset: Dataset, key: str) -> bool:
+def has_target(dataset: Dataset, key: str) -> bool:  # key: a molsym.data.keys target name
     """Whether the first structure of ``dataset`` carries label ``key``."""
     return len(dataset) > 0 and key in sample_of(dataset, 0).targets
 

@@ -120,6 +120,3 @@ def weighted_loss(sums: dict, weights: dict, global_counts: dict[str, float], wo
                          f"(weights {weights})")
     return loss
 
-
-def local_counts(sums: dict) -> dict[str, float]:
-    return {name: float(value[0]) for name, value in sums.items()}
