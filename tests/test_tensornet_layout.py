@@ -1,4 +1,4 @@
-"""TensorNet's component-major internals against the plain Cartesian definitions."""
+"""TensorNet's coefficient-space internals against the plain Cartesian definitions."""
 from __future__ import annotations
 
 import torch
@@ -15,26 +15,32 @@ def _random_cartesian(n=5, c=4):
 
 def test_coefficients_round_trip_and_norms():
     x = _random_cartesian()
-    coeff = tn._cartesian_to_coefficients(x)
+    coeff = tn.cartesian_to_coefficients(x)
     assert coeff.shape == (9, 5, 4)
-    torch.testing.assert_close(tn._coefficients_to_cartesian(coeff), x)
+    torch.testing.assert_close(tn.coefficients_to_cartesian(coeff), x)
     i_part, a_part, s_part = decompose(x)
-    expected = torch.stack([(p * p).sum((-1, -2)) for p in (i_part, a_part, s_part)], dim=1)
+    expected = torch.stack([(p * p).sum((-1, -2)) for p in (i_part, a_part, s_part)])
     torch.testing.assert_close(tn.squared_norms(coeff), expected)
 
 
 def test_products_match_matmul():
     x, y = _random_cartesian(), _random_cartesian(5, 4).flip(0)
-    cx, cy = tn._cartesian_to_coefficients(x), tn._cartesian_to_coefficients(y)
-    torch.testing.assert_close(tn._coefficients_to_cartesian(tn._anticommutator(cx, cy)), x @ y + y @ x)
-    torch.testing.assert_close(tn._coefficients_to_cartesian(tn._square(cx)), x @ x)
+    cx, cy = tn.cartesian_to_coefficients(x), tn.cartesian_to_coefficients(y)
+    torch.testing.assert_close(tn.coefficients_to_cartesian(tn.anticommutator(cx, cy)), x @ y + y @ x)
+    torch.testing.assert_close(tn.coefficients_to_cartesian(tn.square(cx)), x @ x)
+
+
+def test_normalise_divides_by_squared_frobenius_norm_plus_one():
+    x = _random_cartesian()
+    expected = x / ((x * x).sum((-1, -2)) + 1.0)[..., None, None]
+    torch.testing.assert_close(tn.coefficients_to_cartesian(tn.normalise(tn.cartesian_to_coefficients(x))), expected)
 
 
 def test_partwise_linear_mixes_each_part():
     x = _random_cartesian()
     lin = tn.PartwiseLinear(4).double()
     assert lin.weight.shape == (3, 4, 4)
-    out = tn._coefficients_to_cartesian(lin(tn._cartesian_to_coefficients(x)))
+    out = tn.coefficients_to_cartesian(lin(tn.cartesian_to_coefficients(x)))
     expected = sum(torch.einsum("ncab,cd->ndab", p, lin.weight[k]) for k, p in enumerate(decompose(x)))
     torch.testing.assert_close(out, expected)
 
@@ -48,18 +54,12 @@ def test_pair_table_matches_pair_mix():
             torch.testing.assert_close(table[a, b], emb.pair_mix(torch.cat((z[a], z[b]))))
 
 
-def test_aggregation_independent_of_chunking(monkeypatch):
+def test_aggregate_sums_onto_receivers():
     torch.manual_seed(1)
     n, e, c = 6, 37, 4
-    receivers, senders = torch.randint(0, n, (e,)), torch.randint(0, n, (e,))
-    y = torch.randn(9, n, c, dtype=torch.float64)
-    weights = torch.randn(e, 3, c, dtype=torch.float64)
-    full = tn._aggregate(y.split(tn._SIZES), weights, receivers, n, senders=senders)
-    monkeypatch.setattr(tn, "_CHUNK_VALUES", 3 * c)
-    chunked = tn._aggregate(y.split(tn._SIZES), weights, receivers, n, senders=senders)
-    torch.testing.assert_close(chunked, full)
+    receivers = torch.randint(0, n, (e,))
+    values = torch.randn(9, e, c, dtype=torch.float64)
     expected = torch.zeros(9, n, c, dtype=torch.float64)
-    part = torch.tensor([0, 1, 1, 1, 2, 2, 2, 2, 2])
     for k in range(e):
-        expected[:, receivers[k]] += y[:, senders[k]] * weights[k, part]
-    torch.testing.assert_close(full, expected)
+        expected[:, receivers[k]] += values[:, k]
+    torch.testing.assert_close(tn.aggregate(values, receivers, n), expected)

@@ -10,21 +10,22 @@ from molsym.models.builder import layer_families, normalise_config
 from molsym.nn.geometry import GeometryBuilder
 from molsym.nn.interactions.base import ModelSettings
 from molsym.nn.scatter import scatter_sum
-from molsym.o3.cartesian import irreps_to_sh_layout, sh_layout_to_irreps, from_irreps, to_irreps
+from molsym.o3.cartesian import irreps_to_sh_layout, sh_layout_to_irreps
 
 
 def convert_features(features: torch.Tensor, source: str, target: str, lmax: int) -> torch.Tensor:
-    """Exact change of feature form between families: "cartesian" (N, C, 3, 3) <-> "sh" (N, (L+1)^2, C).
+    """Exact change of feature form between families: "cartesian" <-> "sh" (N, (L+1)^2, C).
 
-    Degrees l <= 2 map one to one (0e, 1o, 2e); sh -> cartesian drops l > 2,
+    "cartesian" features are rank-2 tensors held by their 0e + 1o + 2e coefficients
+    (``molsym.o3.cartesian``), component-major (9, N, C). Degrees l <= 2 map one to one (0e, 1o, 2e); sh -> cartesian drops l > 2,
     cartesian -> sh fills l > 2 with zeros.
     """
     if source == target:
         return features
     if source == "cartesian" and target == "sh":
-        return irreps_to_sh_layout(to_irreps(features), lmax)
+        return irreps_to_sh_layout(features.permute(1, 2, 0), lmax)
     if source == "sh" and target == "cartesian":
-        return from_irreps(sh_layout_to_irreps(features))
+        return sh_layout_to_irreps(features).permute(2, 0, 1).contiguous()
     raise ValueError(f"no conversion from feature form {source!r} to {target!r}")
 
 

@@ -51,6 +51,23 @@ def basis_matrix(like: torch.Tensor) -> torch.Tensor:
     return q
 
 
+def anticommutator_matrix(like: torch.Tensor) -> torch.Tensor:
+    """T (9, 81): coefficients of X Y + Y X = T @ (x outer y), cached per dtype and device.
+
+    For coefficient vectors x, y (9,) of X, Y, ``(T @ (x[:, None] * y[None, :]).reshape(81))``
+    are the coefficients of the anticommutator X Y + Y X; T[k, 9a+b] = <Q_k, Q_a Q_b + Q_b Q_a>.
+    """
+    key = ("anticommutator", like.dtype, like.device)
+    t = _BASIS_CACHE.get(key)
+    if t is None:
+        q = irreps_basis(torch.float64)
+        products = torch.einsum("aij,bjk->abik", q, q)
+        t = torch.einsum("kij,abij->kab", q, products + products.transpose(0, 1))
+        t = t.reshape(9, 81).to(dtype=like.dtype, device=like.device)
+        _BASIS_CACHE[key] = t
+    return t
+
+
 def to_irreps(x: torch.Tensor) -> torch.Tensor:
     """Cartesian (..., 3, 3) -> coefficients (..., 9) of 0e + 1o + 2e."""
     return x.reshape(x.shape[:-2] + (9,)) @ basis_matrix(x).T

@@ -10,7 +10,9 @@ A family is three modules built from one :class:`ModelSettings`:
   for the readout.
 
 Features keep the family's natural form, named by ``Family.form``:
-``"cartesian"`` is (N, C, 3, 3) rank-2 tensors, ``"sh"`` is spherical-harmonic
+``"cartesian"`` is rank-2 tensors X = I + A + S held by their 9 coefficients in the
+orthonormal 0e + 1o + 2e basis of ``molsym.o3.cartesian``, shape (9, N, C)
+(component-major); ``"sh"`` is spherical-harmonic
 coefficients (N, (lmax+1)^2, C) with parity (-1)^l. The core converts between
 forms exactly (``molsym.o3.cartesian``) so that families can be stacked.
 """

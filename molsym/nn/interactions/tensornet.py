@@ -1,25 +1,23 @@
 """TensorNet (Simeon & De Fabritiis, NeurIPS 2023): Cartesian rank-2 tensor features.
 
-Node features are C channels of 3x3 tensors X = I + A + S, form ``"cartesian"``
-(N, C, 3, 3) at the module boundaries. Inside a module each part is handled
-through its exact irreps coefficients (``molsym.o3.cartesian``): I -> 1 number
-(0e), A -> 3 (1o), S -> 5 (2e), stored component-major (9, N, C), so that
+Node features are C channels of 3x3 tensors X = I + A + S. They are held, in
+form ``"cartesian"``, by their 9 coefficients in the orthonormal I/A/S basis of
+``molsym.o3.cartesian`` (I -> 1 number (0e), A -> 3 (1o), S -> 5 (2e)),
+component-major: shape (9, N, C). The map is exact and orthonormal, so
 
-* the parts are contiguous blocks [0:1], [1:4], [4:9] and channel mixing of a
-  part is one (k*N, C) @ (C, C) matrix product;
-* neighbour aggregation moves 9 numbers per channel instead of 27, one part at
-  a time, with the per-edge radial weights (E, C) broadcast over the part's
-  components (never expanded to (E, 9, C));
-* norms are sums over the leading axis (the map is orthonormal, so coefficient
-  norms equal Frobenius norms).
+* the parts are the contiguous blocks [0:1], [1:4], [4:9], and channel mixing
+  of every part is one batched product (9, N, C) @ (9, C, C) with each part's
+  C x C matrix repeated over its components;
+* norms are sums over the leading axis (coefficient norms equal Frobenius norms);
+* 3x3 matrix products are a fixed bilinear map of the coefficients: the
+  anticommutator X Y + Y X is T @ (x outer y) with the (9, 81) matrix T of
+  :func:`molsym.o3.cartesian.anticommutator_matrix`, and X X is half of it.
 
-The 3x3 products Y M + M Y and dX dX are evaluated in a channels-last Cartesian
-layout (3, 3, N*C) as broadcast multiply-adds vectorised over N*C.
-
-Everything that depends only on |r_ij| (radial basis, envelope, the radial
-networks of the embedding and of every interaction) is evaluated once per pair
-row of the geometry, i.e. once per pair of reverse edges when the edge list is
-symmetric (``molsym.nn.geometry``), and repeated for both directions.
+Edge work is laid out as (9, D, C) over the D directed edges of the geometry's
+pair rows (``molsym.nn.geometry``): everything that depends only on |r_ij|
+(radial basis, envelope, the radial networks of the embedding and of every
+interaction) is evaluated once per pair row, and one gather reads each row's
+I, A and S weights out for the 9 components of both directions.
 
 O(3): the antisymmetric part is built from skew(r̂), a polar vector, so it is
 parity-odd, and I, S are even; the update Y M + M Y and dX + dX^2 preserve that
@@ -34,90 +32,91 @@ from torch import nn
 
 from molsym.nn.geometry import EdgeGeometry
 from molsym.nn.interactions.base import Family, Interaction, ModelSettings
-from molsym.o3.cartesian import basis_matrix
+from molsym.o3.cartesian import anticommutator_matrix, basis_matrix
 
-# sizes of the parts (I, A, S) in the 9 coefficients, in order
-_SIZES = (1, 3, 5)
+# part (0 = I, 1 = A, 2 = S) of each of the 9 coefficients
+PART_OF_COMPONENT = (0, 1, 1, 1, 2, 2, 2, 2, 2)
+# sign of each coefficient of the edge basis (Id, skew(r̂), r̂r̂^T - Id/3) when r̂ -> -r̂
+_REVERSE_SIGN = (1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 
-# edges per aggregation chunk times channels (2048 edges at 128 channels)
-_CHUNK_VALUES = 1 << 18
-
-def _cartesian_to_coefficients(x: torch.Tensor) -> torch.Tensor:
-    """Cartesian (N, C, 3, 3) -> coefficients (9, N, C)."""
-    n, c = x.shape[:2]
-    return (basis_matrix(x) @ x.reshape(n * c, 9).T).view(9, n, c)
+_CONSTANTS: dict = {}
 
 
-def _coefficients_to_cartesian(x: torch.Tensor) -> torch.Tensor:
-    """Coefficients (9, N, C) -> Cartesian (N, C, 3, 3)."""
-    _, n, c = x.shape
-    return (x.reshape(9, n * c).T @ basis_matrix(x)).view(n, c, 3, 3)
+def _constant(name: str, like: torch.Tensor) -> torch.Tensor:
+    """Small constant tensors, cached per dtype and device: "part" (9,) int64, "sign" (9,),
+    "part_sums" (3, 9) 0/1 matrix summing the components of each part."""
+    key = (name, like.dtype, like.device)
+    value = _CONSTANTS.get(key)
+    if value is None:
+        part = torch.tensor(PART_OF_COMPONENT, device=like.device)
+        if name == "part":
+            value = part
+        elif name == "sign":
+            value = torch.tensor(_REVERSE_SIGN, dtype=like.dtype, device=like.device)
+        else:
+            value = (part == torch.arange(3, device=like.device)[:, None]).to(like.dtype)
+        _CONSTANTS[key] = value
+    return value
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """Coefficients (9, N, C) -> Cartesian channels-last (3, 3, N*C)."""
-    return (basis_matrix(x).T @ x.reshape(9, -1)).view(3, 3, -1)
-
-
-def _from_channels_last(m: torch.Tensor, n: int, c: int) -> torch.Tensor:
-    """Cartesian channels-last (3, 3, N*C) -> coefficients (9, N, C)."""
-    return (basis_matrix(m) @ m.reshape(9, -1)).view(9, n, c)
-
-
-def _matmul3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """3x3 products over the last axis: (3, 3, L) x (3, 3, L) -> (3, 3, L)."""
-    return (a.unsqueeze(2) * b.unsqueeze(0)).sum(1)
-
-
-def _anticommutator(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Coefficients of A B + B A for coefficient tensors a, b (9, N, C) -> (9, N, C)."""
+def anticommutator(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Coefficients of A B + B A: a, b (9, N, C) -> (9, N, C)."""
     _, n, c = a.shape
-    ca, cb = _channels_last(a), _channels_last(b)
-    return _from_channels_last(_matmul3(ca, cb) + _matmul3(cb, ca), n, c)
+    outer = (a.unsqueeze(1) * b.unsqueeze(0)).view(81, n * c)
+    return (anticommutator_matrix(a) @ outer).view(9, n, c)
 
 
-def _square(a: torch.Tensor) -> torch.Tensor:
-    """Coefficients of A A for a coefficient tensor a (9, N, C) -> (9, N, C)."""
-    _, n, c = a.shape
-    ca = _channels_last(a)
-    return _from_channels_last(_matmul3(ca, ca), n, c)
+def square(a: torch.Tensor) -> torch.Tensor:
+    """Coefficients of A A: a (9, N, C) -> (9, N, C)."""
+    return 0.5 * anticommutator(a, a)
 
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    """X / (|X|^2 + 1) per node and channel, coefficients (9, N, C) -> (9, N, C)."""
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """X / (|X|^2 + 1) per node and channel, (9, N, C) -> (9, N, C)."""
     return x / ((x * x).sum(0) + 1.0)
 
 
 def squared_norms(x: torch.Tensor) -> torch.Tensor:
-    """Coefficients (9, N, C) -> |I|^2, |A|^2, |S|^2 (Frobenius), shape (N, 3, C)."""
-    sq = x * x
-    return torch.stack([part.sum(0) for part in sq.split(_SIZES)], dim=1)
+    """|I|^2, |A|^2, |S|^2 (Frobenius) of coefficients (9, N, C), shape (3, N, C)."""
+    _, n, c = x.shape
+    return (_constant("part_sums", x) @ (x * x).view(9, n * c)).view(3, n, c)
 
 
-def _aggregate(parts, weights: torch.Tensor, receivers: torch.Tensor, n: int,
-               senders: torch.Tensor | None = None) -> torch.Tensor:
-    """Sum over edges of per-part values times per-part weights onto the receiving nodes.
+def cartesian_to_coefficients(x: torch.Tensor) -> torch.Tensor:
+    """Cartesian tensors (N, C, 3, 3) -> coefficients (9, N, C)."""
+    n, c = x.shape[:2]
+    return (basis_matrix(x) @ x.reshape(n * c, 9).T).view(9, n, c)
 
-    parts: 3 tensors (k, E, 1) of edge values, or with ``senders`` (E,) 3 tensors
-    (k, N, C) of node values gathered from the senders (k = 1, 3, 5); weights (E, 3, C);
-    receivers (E,) -> coefficients (9, N, C). Edges are processed in chunks so that the
-    (k, chunk, C) temporaries stay small; the sums go into fresh accumulators.
-    """
-    c = weights.shape[-1]
-    step = max(1, _CHUNK_VALUES // c)
-    # split (not sliced per chunk): the backward of a split is one concatenation
-    weight_chunks = [w.split(step) for w in weights.unbind(1)]
-    value_chunks = None if senders is not None else [v.split(step, dim=1) for v in parts]
-    sender_chunks = None if senders is None else senders.split(step)
-    out = [weights.new_zeros(k, n, c) for k in _SIZES]
-    for m, rec in enumerate(receivers.split(step)):
-        for p in range(3):
-            if senders is None:
-                values = value_chunks[p][m]
-            else:
-                values = parts[p].index_select(1, sender_chunks[m])
-            out[p].index_add_(1, rec, values * weight_chunks[p][m])
-    return torch.cat(out)
+
+def coefficients_to_cartesian(x: torch.Tensor) -> torch.Tensor:
+    """Coefficients (9, N, C) -> Cartesian tensors (N, C, 3, 3)."""
+    _, n, c = x.shape
+    return (x.reshape(9, n * c).T @ basis_matrix(x)).view(n, c, 3, 3)
+
+
+def edge_weight_index(geometry: EdgeGeometry, like: torch.Tensor) -> torch.Tensor:
+    """Flat index (9 * D,) into pair-row weights viewed as (P * 3, C): entry (k, d) selects the
+    weight of part PART_OF_COMPONENT[k] of directed edge d's pair row (cached per geometry)."""
+    key = "tensornet_weight_index"
+    index = geometry.cache.get(key)
+    if index is None:
+        rows = geometry.directed_rows
+        index = (rows.unsqueeze(0) * 3 + _constant("part", like).unsqueeze(1)).reshape(-1)
+        geometry.cache[key] = index
+    return index
+
+
+def directed_part_weights(weights: torch.Tensor, geometry: EdgeGeometry) -> torch.Tensor:
+    """Pair-row weights (P, 3, C) of the I, A, S parts -> (9, D, C), one per component and edge."""
+    p, _, c = weights.shape
+    index = edge_weight_index(geometry, weights)
+    return weights.reshape(p * 3, c).index_select(0, index).view(9, -1, c)
+
+
+def aggregate(values: torch.Tensor, receivers: torch.Tensor, num_nodes: int) -> torch.Tensor:
+    """Sum edge values (9, D, C) onto their receiving nodes -> (9, N, C)."""
+    out = values.new_zeros(9, num_nodes, values.shape[-1])
+    return out.index_add(1, receivers, values)
 
 
 class PartwiseLinear(nn.Module):
@@ -131,19 +130,20 @@ class PartwiseLinear(nn.Module):
         self.weight = nn.Parameter(torch.randn(3, channels, channels) / math.sqrt(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Coefficients (9, N, C) -> (9, N, C), one (k*N, C) @ (C, C) product per part."""
-        _, n, c = x.shape
-        return torch.cat([(part.reshape(-1, c) @ self.weight[p]).view(-1, n, c)
-                          for p, part in enumerate(x.split(_SIZES))])
+        """Coefficients (9, N, C) -> (9, N, C): one batched product over the 9 components."""
+        return torch.bmm(x, self.weight.index_select(0, _constant("part", x)))
 
 
-def _edge_basis(unit: torch.Tensor):
-    """Coefficients of Id, skew(r̂) and r̂r̂^T - Id/3 per edge: parts (1, E, 1), (3, E, 1), (5, E, 1)."""
-    e = unit.shape[0]
-    outer = (unit.unsqueeze(-1) * unit.unsqueeze(-2)).view(e, 9)
-    l2 = basis_matrix(unit)[4:] @ outer.T  # (5, E)
-    ones = unit.new_full((1, e), math.sqrt(3.0))
-    return ones.unsqueeze(-1), (math.sqrt(2.0) * unit.T).unsqueeze(-1), l2.unsqueeze(-1)
+def edge_basis(geometry: EdgeGeometry) -> torch.Tensor:
+    """Coefficients of Id, skew(r̂) and r̂r̂^T - Id/3 per directed edge, shape (9, D)."""
+    unit = geometry.pair_unit
+    p = unit.shape[0]
+    outer = (unit.unsqueeze(-1) * unit.unsqueeze(-2)).view(p, 9)
+    rows = torch.cat((unit.new_full((1, p), math.sqrt(3.0)), math.sqrt(2.0) * unit.T,
+                      basis_matrix(unit)[4:] @ outer.T))  # (9, P)
+    if not geometry.symmetric:
+        return rows
+    return torch.cat((rows, rows * _constant("sign", unit).unsqueeze(1)), dim=1)
 
 
 class TensorNetEmbedding(nn.Module):
@@ -172,23 +172,17 @@ class TensorNetEmbedding(nn.Module):
         return (z @ w[:, :c].T).unsqueeze(1) + (z @ w[:, c:].T).unsqueeze(0) + self.pair_mix.bias
 
     def forward(self, species: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:
-        """species (N,) element indices -> X (N, C, 3, 3).
-
-        Radial functions are evaluated once per pair row of the geometry and repeated for
-        the directed edges they stand for (``geometry.directed``); the reverse edge (j, i)
-        has skew(-r̂) = -skew(r̂) and the pair factor pair_mix([z_j, z_i]).
-        """
+        """species (N,) element indices -> X, coefficients (9, N, C)."""
         i, j = geometry.directed_index
-        n, p, c = species.shape[0], geometry.pair_index.shape[1], self.channels
+        n, c = species.shape[0], self.channels
         table = self.pair_table()
         s = table.shape[0]
         pair = table.view(s * s, c).index_select(0, species.index_select(0, i) * s + species.index_select(0, j))
-        radial = self.radial_projection(geometry.pair_radial).view(p, 3, c)
-        weights = geometry.directed(radial) * (geometry.directed(geometry.pair_envelope)[:, None] * pair)[:, None]
-        x = _aggregate(_edge_basis(geometry.directed(geometry.pair_unit, odd=True)), weights, i, n)  # (9, N, C)
+        radial = self.radial_projection(geometry.pair_radial) * geometry.pair_envelope.unsqueeze(-1)
+        weights = directed_part_weights(radial.view(-1, 3, c), geometry)  # (9, D, C)
+        x = aggregate(weights * (edge_basis(geometry).unsqueeze(-1) * pair), i, n)
         scalars = self.scalar_mlp(self.norm((x * x).sum(0))).view(n, 3, c)
-        x = torch.cat([part * scalars[:, p] for p, part in enumerate(self.mix(x).split(_SIZES))])
-        return _coefficients_to_cartesian(x)
+        return self.mix(x) * scalars.transpose(0, 1).index_select(0, _constant("part", x))
 
 
 class TensorNetInteraction(Interaction):
@@ -208,19 +202,16 @@ class TensorNetInteraction(Interaction):
         self.mix_out = PartwiseLinear(c)
 
     def forward(self, features: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:
-        """features (N, C, 3, 3) -> (N, C, 3, 3).
-
-        The radial network runs once per pair row of the geometry; each row's weights serve
-        every directed edge it stands for, (i <- j) and, with a symmetric list, (j <- i).
-        """
+        """features (9, N, C) -> (9, N, C)."""
         i, j = geometry.directed_index
-        n, p, c = features.shape[0], geometry.pair_index.shape[1], self.channels
-        x = _normalise(_cartesian_to_coefficients(features))  # (9, N, C)
+        n, c = features.shape[1], self.channels
+        x = normalise(features)
         y = self.mix_in(x)
-        weights = (self.radial_mlp(geometry.pair_radial) * geometry.pair_envelope[:, None]).view(p, 3, c)
-        message = _aggregate(y.split(_SIZES), geometry.directed(weights), i, n, senders=j)
-        d = self.mix_out(_normalise(_anticommutator(message, y)))
-        return _coefficients_to_cartesian(x + d + _square(d))
+        radial = self.radial_mlp(geometry.pair_radial) * geometry.pair_envelope.unsqueeze(-1)
+        weights = directed_part_weights(radial.view(-1, 3, c), geometry)  # (9, D, C)
+        message = aggregate(y.index_select(1, j) * weights, i, n)
+        d = self.mix_out(normalise(anticommutator(message, y)))
+        return x + d + square(d)
 
 
 class TensorNetInvariants(nn.Module):
@@ -234,8 +225,8 @@ class TensorNetInvariants(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """features (N, C, 3, 3) -> (N, C)."""
-        norms = squared_norms(_cartesian_to_coefficients(features)).flatten(1)  # (N, 3C)
+        """features (9, N, C) -> (N, C)."""
+        norms = squared_norms(features).transpose(0, 1).reshape(features.shape[1], -1)  # (N, 3C)
         return self.act(self.linear(self.norm(norms)))
 
 
