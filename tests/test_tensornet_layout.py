@@ -54,12 +54,14 @@ def test_pair_table_matches_pair_mix():
             torch.testing.assert_close(table[a, b], emb.pair_mix(torch.cat((z[a], z[b]))))
 
 
-def test_aggregate_sums_onto_receivers():
+def test_interaction_independent_of_edge_chunks(monkeypatch):
+    from molsym.data.graph import from_ase
+    from molsym.models.potential import Potential
+    from ase.build import molecule
+
     torch.manual_seed(1)
-    n, e, c = 6, 37, 4
-    receivers = torch.randint(0, n, (e,))
-    values = torch.randn(9, e, c, dtype=torch.float64)
-    expected = torch.zeros(9, n, c, dtype=torch.float64)
-    for k in range(e):
-        expected[:, receivers[k]] += values[:, k]
-    torch.testing.assert_close(tn.aggregate(values, receivers, n), expected)
+    model = Potential.from_config({"family": "tensornet", "elements": [1, 6, 8], "channels": 4}).double()
+    graph = from_ase(molecule("CH3CH2OH"), model.cutoff)
+    full = model(graph)["energies"]
+    monkeypatch.setattr(tn, "_CHUNK_VALUES", 4 * 5)  # chunks of 5 edges
+    torch.testing.assert_close(model(graph)["energies"], full, rtol=1e-13, atol=1e-13)

@@ -112,9 +112,15 @@ class Potential(nn.Module):
             self.readout.shift.fill_(float(shift))
             self.config["shift"] = float(shift)
 
+    def radial_networks(self) -> list[nn.Module]:
+        """The interactions' radial networks evaluated through ``EdgeGeometry.pair_weights``."""
+        return [network for layer in self.interactions for network in layer.radial_networks()]
+
     def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        species = self.species(graph[K.ATOMIC_NUMBERS])
-        geometry = self.geometry(graph)
+        return self.evaluate(self.species(graph[K.ATOMIC_NUMBERS]), self.geometry(graph), graph)
+
+    def evaluate(self, species: torch.Tensor, geometry, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Energies from element indices (N,), an :class:`EdgeGeometry` and the graph (batch, cell)."""
         lmax = self.config["lmax"]
         features = self.embedding(species, geometry, graph)
         form = self.forms[0]

@@ -12,6 +12,8 @@ access (same values: the reverse vector is the exact negative).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from e3nn import o3
 from torch import nn
@@ -96,12 +98,14 @@ class EdgeGeometry:
 
     __slots__ = ("edge_index", "num_nodes", "pair_index", "pair_vectors", "pair_lengths", "pair_unit",
                  "pair_radial", "pair_envelope", "symmetric", "_edge_row", "_edge_sign", "_cache", "_sh",
-                 "_directed_index", "_directed_rows", "cache")
+                 "_directed_index", "_directed_rows", "cache", "_ahead")
 
     def __init__(self, edge_index, pair_index, pair_vectors, pair_lengths, pair_radial, pair_envelope,
-                 num_nodes: int, edge_row: torch.Tensor | None = None, edge_sign: torch.Tensor | None = None):
+                 num_nodes: int, edge_row: torch.Tensor | None = None, edge_sign: torch.Tensor | None = None,
+                 ahead: dict | None = None):
         """edge_row (E,) int64: pair row of each edge; edge_sign (E,): +1 if the edge is its row's
-        edge, -1 if it is the reverse. Both None when rows are the directed edges themselves."""
+        edge, -1 if it is the reverse. Both None when rows are the directed edges themselves.
+        ahead: see :meth:`pair_weights`."""
         self.edge_index = edge_index
         self.num_nodes = num_nodes
         self.pair_index = pair_index
@@ -117,6 +121,7 @@ class EdgeGeometry:
         self._sh: dict[int, torch.Tensor] = {}
         self._directed_index: torch.Tensor | None = None
         self._directed_rows: torch.Tensor | None = None
+        self._ahead = ahead or {}
         self.cache: dict[str, torch.Tensor] = {}  # index tensors that families derive from this geometry
 
     @property
@@ -127,6 +132,20 @@ class EdgeGeometry:
         if self._directed_index is None:
             self._directed_index = torch.cat((self.pair_index, self.pair_index.flip(0)), dim=1)
         return self._directed_index
+
+    def pair_weights(self, network: nn.Module) -> torch.Tensor:
+        """Radial weights of the pair rows: network(pair_radial) * pair_envelope, shape (P, K).
+
+        When the weights (P, K) and their derivative along the pair length (P, K) were
+        computed ahead for this network (``ahead``, as :mod:`molsym.models.compiled` does,
+        outside a compiled graph), they enter as W + dW/dr (r - r.detach()): the same values
+        and exact first derivatives with respect to positions and strain (not second ones).
+        """
+        ahead = self._ahead.get(network)
+        if ahead is None:
+            return network(self.pair_radial) * self.pair_envelope.unsqueeze(-1)
+        weights, derivative = ahead
+        return weights + derivative * (self.pair_lengths - self.pair_lengths.detach()).unsqueeze(-1)
 
     @property
     def directed_rows(self) -> torch.Tensor:
@@ -188,12 +207,39 @@ class EdgeGeometry:
         return sh
 
 
+class PairRows(NamedTuple):
+    """The pair rows of an edge list (integer bookkeeping, no gradients).
+
+    row_edges (P,) int64: the edge of each row; edge_row (E,) int64: the row of every
+    directed edge; edge_reversed (E,) bool: True where the edge is its row's reverse.
+    All None when the rows are the directed edges themselves (no symmetric pairing).
+    """
+
+    row_edges: torch.Tensor | None
+    edge_row: torch.Tensor | None
+    edge_reversed: torch.Tensor | None
+
+
+def pair_rows(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> PairRows:
+    """One row per undirected pair (the edge of lower index) when the list is symmetric,
+    else one row per directed edge. edge_index (2, E) int64, edge_shift (E, 3) Å."""
+    reverse = reverse_edges(edge_index, edge_shift)
+    if reverse is None:
+        return PairRows(None, None, None)
+    with torch.no_grad():
+        edges = torch.arange(edge_index.shape[1], device=edge_index.device)
+        first = edges < reverse  # the row's edge: the lower index of each pair
+        row_of_first = torch.cumsum(first, 0) - 1
+        edge_row = row_of_first.index_select(0, torch.minimum(edges, reverse))
+        return PairRows(first.nonzero().squeeze(-1), edge_row, ~first)
+
+
 class GeometryBuilder(nn.Module):
     """Graph dict -> :class:`EdgeGeometry` (edge vectors, radial basis, cutoff envelope).
 
-    Finds the reverse of every edge (:func:`reverse_edges`) and evaluates the
-    geometry on one edge per undirected pair, the one of lower index; falls back to
-    all directed edges when the list is not symmetric.
+    Finds the reverse of every edge (:func:`pair_rows`) and evaluates the geometry on
+    one edge per undirected pair, the one of lower index; falls back to all directed
+    edges when the list is not symmetric.
     """
 
     def __init__(self, cutoff: float, num_radial: int):
@@ -202,25 +248,26 @@ class GeometryBuilder(nn.Module):
         self.radial_basis = BesselBasis(cutoff, num_radial)
         self.envelope = PolynomialCutoff(cutoff)
 
-    def forward(self, graph: dict[str, torch.Tensor]) -> EdgeGeometry:
+    def radial(self, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """lengths (P,) Å -> radial basis (P, R) and envelope (P,)."""
+        return self.radial_basis(lengths), self.envelope(lengths)
+
+    def forward(self, graph: dict[str, torch.Tensor], rows: PairRows | None = None,
+                ahead: dict | None = None) -> EdgeGeometry:
+        """``rows``: the pair rows of the graph's edges when already known (:func:`pair_rows`);
+        ``ahead``: radial weights computed ahead (:meth:`EdgeGeometry.pair_weights`)."""
         pos = graph[K.POSITIONS]
-        edge_index = graph[K.EDGE_INDEX]
-        shift = graph[K.EDGE_SHIFT]
-        reverse = reverse_edges(edge_index, shift)
-        edge_row = edge_sign = None
-        pair_index, pair_shift = edge_index, shift
-        if reverse is not None:
-            edges = torch.arange(edge_index.shape[1], device=edge_index.device)
-            first = edges < reverse  # the row's edge: the lower index of each pair
-            rows = first.nonzero().squeeze(-1)
-            row_of_first = torch.cumsum(first, 0) - 1
-            edge_row = row_of_first.index_select(0, torch.minimum(edges, reverse))
-            edge_sign = torch.where(first, 1.0, -1.0).to(pos.dtype)
-            pair_index = edge_index.index_select(1, rows)
-            pair_shift = shift.index_select(0, rows)
+        edge_index, shift = graph[K.EDGE_INDEX], graph[K.EDGE_SHIFT]
+        if rows is None:
+            rows = pair_rows(edge_index, shift)
+        pair_index, pair_shift, edge_sign = edge_index, shift, None
+        if rows.row_edges is not None:
+            pair_index = edge_index.index_select(1, rows.row_edges)
+            pair_shift = shift.index_select(0, rows.row_edges)
+            edge_sign = 1.0 - 2.0 * rows.edge_reversed.to(pos.dtype)
         vectors = pos.index_select(0, pair_index[1]) - pos.index_select(0, pair_index[0]) + pair_shift
         lengths = torch.linalg.vector_norm(vectors, dim=-1)
         return EdgeGeometry(
             edge_index, pair_index, vectors, lengths, self.radial_basis(lengths), self.envelope(lengths),
-            pos.shape[0], edge_row, edge_sign,
+            pos.shape[0], rows.edge_row, edge_sign, ahead,
         )

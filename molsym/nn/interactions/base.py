@@ -42,7 +42,16 @@ class ModelSettings:
 
 
 class Interaction(nn.Module):
-    """One message-passing layer: ``forward(features, geometry, graph) -> features``."""
+    """One message-passing layer: ``forward(features, geometry, graph) -> features``.
+
+    A layer that weights edges by ``geometry.pair_weights(network)`` lists those radial
+    networks in :meth:`radial_networks`, so that their values and length derivatives
+    can be computed ahead of a compiled graph (``molsym.models.compiled``).
+    """
+
+    def radial_networks(self) -> list[nn.Module]:
+        """Networks this layer evaluates through ``geometry.pair_weights``."""
+        return []
 
     def forward(self, features: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:  # noqa: D102
         raise NotImplementedError  # abstract

@@ -9,15 +9,16 @@ component-major: shape (9, N, C). The map is exact and orthonormal, so
   of every part is one batched product (9, N, C) @ (9, C, C) with each part's
   C x C matrix repeated over its components;
 * norms are sums over the leading axis (coefficient norms equal Frobenius norms);
-* 3x3 matrix products are a fixed bilinear map of the coefficients: the
-  anticommutator X Y + Y X is T @ (x outer y) with the (9, 81) matrix T of
-  :func:`molsym.o3.cartesian.anticommutator_matrix`, and X X is half of it.
+* 3x3 matrix products (Y M + M Y, dX dX) are evaluated in a channels-last
+  Cartesian layout (3, 3, N*C), as broadcast multiply-adds vectorised over N*C.
 
-Edge work is laid out as (9, D, C) over the D directed edges of the geometry's
-pair rows (``molsym.nn.geometry``): everything that depends only on |r_ij|
-(radial basis, envelope, the radial networks of the embedding and of every
-interaction) is evaluated once per pair row, and one gather reads each row's
-I, A and S weights out for the 9 components of both directions.
+Neighbour aggregation moves 9 numbers per channel, one part at a time, with
+the per-edge radial weights (E, C) broadcast over the part's components (never
+expanded to (E, 9, C)), in chunks of edges so that temporaries stay small.
+Everything that depends only on |r_ij| (radial basis, envelope, the radial
+networks of the embedding and of every interaction) is evaluated once per pair
+row of the geometry (``molsym.nn.geometry``), i.e. once per pair of reverse
+edges, and repeated for both directions.
 
 O(3): the antisymmetric part is built from skew(r̂), a polar vector, so it is
 parity-odd, and I, S are even; the update Y M + M Y and dX + dX^2 preserve that
@@ -32,43 +33,61 @@ from torch import nn
 
 from molsym.nn.geometry import EdgeGeometry
 from molsym.nn.interactions.base import Family, Interaction, ModelSettings
-from molsym.o3.cartesian import anticommutator_matrix, basis_matrix
+from molsym.o3.cartesian import basis_matrix
 
+# sizes of the parts (I, A, S) in the 9 coefficients, in order
+_SIZES = (1, 3, 5)
 # part (0 = I, 1 = A, 2 = S) of each of the 9 coefficients
 PART_OF_COMPONENT = (0, 1, 1, 1, 2, 2, 2, 2, 2)
-# sign of each coefficient of the edge basis (Id, skew(r̂), r̂r̂^T - Id/3) when r̂ -> -r̂
-_REVERSE_SIGN = (1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 
 _CONSTANTS: dict = {}
 
+# edges per aggregation chunk times channels (2048 edges at 128 channels)
+_CHUNK_VALUES = 1 << 18
+
 
 def _constant(name: str, like: torch.Tensor) -> torch.Tensor:
-    """Small constant tensors, cached per dtype and device: "part" (9,) int64, "sign" (9,),
-    "part_sums" (3, 9) 0/1 matrix summing the components of each part."""
+    """Small constant tensors, cached per dtype and device: "part" (9,) int64 and
+    "part_sums" (3, 9), the 0/1 matrix summing the components of each part."""
     key = (name, like.dtype, like.device)
     value = _CONSTANTS.get(key)
     if value is None:
         part = torch.tensor(PART_OF_COMPONENT, device=like.device)
         if name == "part":
             value = part
-        elif name == "sign":
-            value = torch.tensor(_REVERSE_SIGN, dtype=like.dtype, device=like.device)
         else:
             value = (part == torch.arange(3, device=like.device)[:, None]).to(like.dtype)
         _CONSTANTS[key] = value
     return value
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Coefficients (9, N, C) -> Cartesian channels-last (3, 3, N*C)."""
+    return (basis_matrix(x).T @ x.reshape(9, -1)).view(3, 3, -1)
+
+
+def _from_channels_last(m: torch.Tensor, n: int, c: int) -> torch.Tensor:
+    """Cartesian channels-last (3, 3, N*C) -> coefficients (9, N, C)."""
+    return (basis_matrix(m) @ m.reshape(9, -1)).view(9, n, c)
+
+
+def _matmul3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """3x3 products over the last axis: (3, 3, L) x (3, 3, L) -> (3, 3, L)."""
+    return (a.unsqueeze(2) * b.unsqueeze(0)).sum(1)
+
+
 def anticommutator(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Coefficients of A B + B A: a, b (9, N, C) -> (9, N, C)."""
     _, n, c = a.shape
-    outer = (a.unsqueeze(1) * b.unsqueeze(0)).view(81, n * c)
-    return (anticommutator_matrix(a) @ outer).view(9, n, c)
+    ca, cb = _channels_last(a), _channels_last(b)
+    return _from_channels_last(_matmul3(ca, cb) + _matmul3(cb, ca), n, c)
 
 
 def square(a: torch.Tensor) -> torch.Tensor:
     """Coefficients of A A: a (9, N, C) -> (9, N, C)."""
-    return 0.5 * anticommutator(a, a)
+    _, n, c = a.shape
+    ca = _channels_last(a)
+    return _from_channels_last(_matmul3(ca, ca), n, c)
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
@@ -94,29 +113,30 @@ def coefficients_to_cartesian(x: torch.Tensor) -> torch.Tensor:
     return (x.reshape(9, n * c).T @ basis_matrix(x)).view(n, c, 3, 3)
 
 
-def edge_weight_index(geometry: EdgeGeometry, like: torch.Tensor) -> torch.Tensor:
-    """Flat index (9 * D,) into pair-row weights viewed as (P * 3, C): entry (k, d) selects the
-    weight of part PART_OF_COMPONENT[k] of directed edge d's pair row (cached per geometry)."""
-    key = "tensornet_weight_index"
-    index = geometry.cache.get(key)
-    if index is None:
-        rows = geometry.directed_rows
-        index = (rows.unsqueeze(0) * 3 + _constant("part", like).unsqueeze(1)).reshape(-1)
-        geometry.cache[key] = index
-    return index
+def aggregate(parts, weights: torch.Tensor, receivers: torch.Tensor, n: int,
+               senders: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over edges of per-part values times per-part weights onto the receiving nodes.
 
-
-def directed_part_weights(weights: torch.Tensor, geometry: EdgeGeometry) -> torch.Tensor:
-    """Pair-row weights (P, 3, C) of the I, A, S parts -> (9, D, C), one per component and edge."""
-    p, _, c = weights.shape
-    index = edge_weight_index(geometry, weights)
-    return weights.reshape(p * 3, c).index_select(0, index).view(9, -1, c)
-
-
-def aggregate(values: torch.Tensor, receivers: torch.Tensor, num_nodes: int) -> torch.Tensor:
-    """Sum edge values (9, D, C) onto their receiving nodes -> (9, N, C)."""
-    out = values.new_zeros(9, num_nodes, values.shape[-1])
-    return out.index_add(1, receivers, values)
+    parts: 3 tensors (k, E, 1) of edge values, or with ``senders`` (E,) 3 tensors
+    (k, N, C) of node values gathered from the senders (k = 1, 3, 5); weights (E, 3, C);
+    receivers (E,) -> coefficients (9, N, C). Edges are processed in chunks so that the
+    (k, chunk, C) temporaries stay small; the sums go into fresh accumulators.
+    """
+    c = weights.shape[-1]
+    step = max(1, _CHUNK_VALUES // c)
+    # split (not sliced per chunk): the backward of a split is one concatenation
+    weight_chunks = [w.split(step) for w in weights.unbind(1)]
+    value_chunks = None if senders is not None else [v.split(step, dim=1) for v in parts]
+    sender_chunks = None if senders is None else senders.split(step)
+    out = [weights.new_zeros(k, n, c) for k in _SIZES]
+    for m, rec in enumerate(receivers.split(step)):
+        for p in range(3):
+            if senders is None:
+                values = value_chunks[p][m]
+            else:
+                values = parts[p].index_select(1, sender_chunks[m])
+            out[p].index_add_(1, rec, values * weight_chunks[p][m])
+    return torch.cat(out)
 
 
 class PartwiseLinear(nn.Module):
@@ -134,16 +154,13 @@ class PartwiseLinear(nn.Module):
         return torch.bmm(x, self.weight.index_select(0, _constant("part", x)))
 
 
-def edge_basis(geometry: EdgeGeometry) -> torch.Tensor:
-    """Coefficients of Id, skew(r̂) and r̂r̂^T - Id/3 per directed edge, shape (9, D)."""
-    unit = geometry.pair_unit
-    p = unit.shape[0]
-    outer = (unit.unsqueeze(-1) * unit.unsqueeze(-2)).view(p, 9)
-    rows = torch.cat((unit.new_full((1, p), math.sqrt(3.0)), math.sqrt(2.0) * unit.T,
-                      basis_matrix(unit)[4:] @ outer.T))  # (9, P)
-    if not geometry.symmetric:
-        return rows
-    return torch.cat((rows, rows * _constant("sign", unit).unsqueeze(1)), dim=1)
+def edge_basis(unit: torch.Tensor):
+    """Coefficients of Id, skew(r̂) and r̂r̂^T - Id/3 per edge: parts (1, E, 1), (3, E, 1), (5, E, 1)."""
+    e = unit.shape[0]
+    outer = (unit.unsqueeze(-1) * unit.unsqueeze(-2)).view(e, 9)
+    l2 = basis_matrix(unit)[4:] @ outer.T  # (5, E)
+    ones = unit.new_full((1, e), math.sqrt(3.0))
+    return ones.unsqueeze(-1), (math.sqrt(2.0) * unit.T).unsqueeze(-1), l2.unsqueeze(-1)
 
 
 class TensorNetEmbedding(nn.Module):
@@ -178,9 +195,9 @@ class TensorNetEmbedding(nn.Module):
         table = self.pair_table()
         s = table.shape[0]
         pair = table.view(s * s, c).index_select(0, species.index_select(0, i) * s + species.index_select(0, j))
-        radial = self.radial_projection(geometry.pair_radial) * geometry.pair_envelope.unsqueeze(-1)
-        weights = directed_part_weights(radial.view(-1, 3, c), geometry)  # (9, D, C)
-        x = aggregate(weights * (edge_basis(geometry).unsqueeze(-1) * pair), i, n)
+        radial = geometry.pair_weights(self.radial_projection).view(-1, 3, c)
+        weights = geometry.directed(radial) * pair.unsqueeze(1)  # (D, 3, C)
+        x = aggregate(edge_basis(geometry.directed(geometry.pair_unit, odd=True)), weights, i, n)  # (9, N, C)
         scalars = self.scalar_mlp(self.norm((x * x).sum(0))).view(n, 3, c)
         return self.mix(x) * scalars.transpose(0, 1).index_select(0, _constant("part", x))
 
@@ -201,15 +218,17 @@ class TensorNetInteraction(Interaction):
         self.mix_in = PartwiseLinear(c)
         self.mix_out = PartwiseLinear(c)
 
+    def radial_networks(self) -> list[nn.Module]:
+        return [self.radial_mlp]
+
     def forward(self, features: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:
         """features (9, N, C) -> (9, N, C)."""
-        i, j = geometry.directed_index
         n, c = features.shape[1], self.channels
         x = normalise(features)
         y = self.mix_in(x)
-        radial = self.radial_mlp(geometry.pair_radial) * geometry.pair_envelope.unsqueeze(-1)
-        weights = directed_part_weights(radial.view(-1, 3, c), geometry)  # (9, D, C)
-        message = aggregate(y.index_select(1, j) * weights, i, n)
+        i, j = geometry.directed_index
+        weights = geometry.directed(geometry.pair_weights(self.radial_mlp).view(-1, 3, c))  # (D, 3, C)
+        message = aggregate(y.split(_SIZES), weights, i, n, senders=j)
         d = self.mix_out(normalise(anticommutator(message, y)))
         return x + d + square(d)
 
