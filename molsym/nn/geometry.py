@@ -136,16 +136,14 @@ class EdgeGeometry:
     def pair_weights(self, network: nn.Module) -> torch.Tensor:
         """Radial weights of the pair rows: network(pair_radial) * pair_envelope, shape (P, K).
 
-        When the weights (P, K) and their derivative along the pair length (P, K) were
-        computed ahead for this network (``ahead``, as :mod:`molsym.models.compiled` does,
-        outside a compiled graph), they enter as W + dW/dr (r - r.detach()): the same values
-        and exact first derivatives with respect to positions and strain (not second ones).
+        Weights computed ahead for this network (``ahead``: {network: (P, K) tensor}) are used
+        as given; the caller then owns their dependence on the lengths
+        (``molsym.models.compiled`` adds it by the chain rule).
         """
-        ahead = self._ahead.get(network)
-        if ahead is None:
+        weights = self._ahead.get(network)
+        if weights is None:
             return network(self.pair_radial) * self.pair_envelope.unsqueeze(-1)
-        weights, derivative = ahead
-        return weights + derivative * (self.pair_lengths - self.pair_lengths.detach()).unsqueeze(-1)
+        return weights
 
     @property
     def directed_rows(self) -> torch.Tensor:
@@ -251,6 +249,10 @@ class GeometryBuilder(nn.Module):
     def radial(self, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """lengths (P,) Å -> radial basis (P, R) and envelope (P,)."""
         return self.radial_basis(lengths), self.envelope(lengths)
+
+    def radial_derivative(self, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """lengths (P,) Å -> derivatives along the length of the basis (P, R) and envelope (P,)."""
+        return self.radial_basis.derivative(lengths), self.envelope.derivative(lengths)
 
     def forward(self, graph: dict[str, torch.Tensor], rows: PairRows | None = None,
                 ahead: dict | None = None) -> EdgeGeometry:

@@ -31,6 +31,14 @@ class PolynomialCutoff(nn.Module):
         u = 1.0 - 0.5 * (p + 1) * (p + 2) * xp + p * (p + 2) * xp * x - 0.5 * p * (p + 1) * xp * x * x
         return torch.where(x < 1.0, u, torch.zeros_like(u))
 
+    def derivative(self, lengths: torch.Tensor) -> torch.Tensor:
+        """du/dr, lengths (E,) Å -> (E,) 1/Å; 0 for r >= r_c."""
+        p = self.p
+        x = lengths / self.cutoff
+        xp1 = x.pow(p - 1)
+        du = 0.5 * p * (p + 1) * (p + 2) * xp1 * (-1.0 + 2.0 * x - x * x) / self.cutoff
+        return torch.where(x < 1.0, du, torch.zeros_like(du))
+
     def extra_repr(self) -> str:
         return f"cutoff={self.cutoff}, p={self.p}"
 
@@ -54,3 +62,9 @@ class BesselBasis(nn.Module):
         """lengths (E,) Å -> basis (E, num_radial) 1/Å."""
         r = lengths.unsqueeze(-1)
         return self.prefactor * torch.sin(self.frequencies * r) / r
+
+    def derivative(self, lengths: torch.Tensor) -> torch.Tensor:
+        """d basis / dr, lengths (E,) Å -> (E, num_radial) 1/Å²."""
+        r = lengths.unsqueeze(-1)
+        phase = self.frequencies * r
+        return self.prefactor * (self.frequencies * torch.cos(phase) - torch.sin(phase) / r) / r

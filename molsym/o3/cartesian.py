@@ -43,29 +43,14 @@ _BASIS_CACHE: dict = {}
 
 def basis_matrix(like: torch.Tensor) -> torch.Tensor:
     """Q (9, 9), coefficient k = sum Q[k, 3a+b] X[a, b], cached per ``like``'s dtype and device."""
+    if torch.compiler.is_compiling():  # a graph being traced holds its own constant
+        return irreps_basis(like.dtype, like.device).reshape(9, 9)
     key = (like.dtype, like.device)
     q = _BASIS_CACHE.get(key)
     if q is None:
         q = irreps_basis(like.dtype, like.device).reshape(9, 9)
         _BASIS_CACHE[key] = q
     return q
-
-
-def anticommutator_matrix(like: torch.Tensor) -> torch.Tensor:
-    """T (9, 81): coefficients of X Y + Y X = T @ (x outer y), cached per dtype and device.
-
-    For coefficient vectors x, y (9,) of X, Y, ``(T @ (x[:, None] * y[None, :]).reshape(81))``
-    are the coefficients of the anticommutator X Y + Y X; T[k, 9a+b] = <Q_k, Q_a Q_b + Q_b Q_a>.
-    """
-    key = ("anticommutator", like.dtype, like.device)
-    t = _BASIS_CACHE.get(key)
-    if t is None:
-        q = irreps_basis(torch.float64)
-        products = torch.einsum("aij,bjk->abik", q, q)
-        t = torch.einsum("kij,abij->kab", q, products + products.transpose(0, 1))
-        t = t.reshape(9, 81).to(dtype=like.dtype, device=like.device)
-        _BASIS_CACHE[key] = t
-    return t
 
 
 def to_irreps(x: torch.Tensor) -> torch.Tensor:

@@ -50,25 +50,34 @@ def _constant(name: str, like: torch.Tensor) -> torch.Tensor:
     """Small constant tensors, cached per dtype and device: "part" (9,) int64 and
     "part_sums" (3, 9), the 0/1 matrix summing the components of each part."""
     key = (name, like.dtype, like.device)
-    value = _CONSTANTS.get(key)
+    value = None if torch.compiler.is_compiling() else _CONSTANTS.get(key)  # a traced graph holds its own
     if value is None:
         part = torch.tensor(PART_OF_COMPONENT, device=like.device)
         if name == "part":
             value = part
         else:
             value = (part == torch.arange(3, device=like.device)[:, None]).to(like.dtype)
-        _CONSTANTS[key] = value
+        if not torch.compiler.is_compiling():
+            _CONSTANTS[key] = value
     return value
+
+
+def _change_basis(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """matrix (9, 9) @ x (9, L). A matrix product in eager mode; in a compiled graph a broadcast
+    multiply-add, which inductor fuses with its neighbours instead of calling a K = 9 GEMM."""
+    if torch.compiler.is_compiling():
+        return (matrix.unsqueeze(-1) * x.unsqueeze(0)).sum(1)
+    return matrix @ x
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """Coefficients (9, N, C) -> Cartesian channels-last (3, 3, N*C)."""
-    return (basis_matrix(x).T @ x.reshape(9, -1)).view(3, 3, -1)
+    return _change_basis(basis_matrix(x).T, x.reshape(9, -1)).view(3, 3, -1)
 
 
 def _from_channels_last(m: torch.Tensor, n: int, c: int) -> torch.Tensor:
     """Cartesian channels-last (3, 3, N*C) -> coefficients (9, N, C)."""
-    return (basis_matrix(m) @ m.reshape(9, -1)).view(9, n, c)
+    return _change_basis(basis_matrix(m), m.reshape(9, -1)).view(9, n, c)
 
 
 def _matmul3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -151,6 +160,10 @@ class PartwiseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Coefficients (9, N, C) -> (9, N, C): one batched product over the 9 components."""
+        if torch.compiler.is_compiling():
+            _, n, c = x.shape
+            return torch.cat([(part.reshape(-1, c) @ self.weight[p]).view(-1, n, c)
+                              for p, part in enumerate(x.split(_SIZES))])
         return torch.bmm(x, self.weight.index_select(0, _constant("part", x)))
 
 
