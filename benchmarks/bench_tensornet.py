@@ -13,12 +13,12 @@ median wall time per call.
 
 What each column times:
 - molsym: ``energy_forces_stress(model, graph)`` on a prebuilt graph dict
-  (neighbour list not included).
+  (neighbour list not included). It picks its intra-op threads itself
+  (``molsym.models.threads``: one for graphs under 8192 edges, else ``--threads``).
+- molsym compiled: ``CompiledPotential(model)(graph)`` (``molsym.models.compiled``),
+  energy and forces, after the compilation of the first call of each dtype.
 - molsym + NL: ``from_ase`` (vesin neighbour list) + ``collate`` + cast, then
   ``energy_forces_stress``.
-- molsym 1 thread (rows of at most ``--one-thread-max-atoms`` atoms): the molsym call
-  with ``torch.set_num_threads(1)`` around it (restored after each call), in the same
-  interleaved loop; every other column runs on ``--threads`` threads.
 - calculator: ``atoms.get_forces()`` through ``molsym.calculators.MolSymCalculator``
   with the positions changed before every call (neighbour list, conversions,
   energy, forces, and for the periodic box also the stress).
@@ -26,8 +26,10 @@ What each column times:
   ``create_model(..., derivative=True)``: its own neighbour list (always included),
   TensorNet, the Scalar output head, forces by autograd. Fastest settings found
   (see README): ``static_shapes=False``, eager mode (not TorchScript),
-  ``setup_for_inference`` (precomputed element-pair embeddings), and the faster
-  of its two kernel back ends per row (warp kernels or its pure-PyTorch fallback).
+  ``setup_for_inference`` (precomputed element-pair embeddings), and the fastest per
+  row of its two kernel back ends (warp kernels or its pure-PyTorch fallback), each on
+  ``--threads`` threads and, for rows of at most ``--one-thread-max-atoms`` atoms, also
+  on one thread (``torch.set_num_threads(1)`` around the call, restored after).
 
 The machine load from other processes is sampled during each row and printed:
 with 2 cores, any other busy process slows 2-thread OpenMP code several-fold.
@@ -145,6 +147,31 @@ def molsym_calculator_class():
     return None
 
 
+_COMPILED: dict = {}
+
+
+def compiled_potentials(model, dtype):
+    """One CompiledPotential per dtype, fed each row's model weights (same seed, same values)."""
+    from molsym.models.compiled import CompiledPotential
+
+    runner = _COMPILED.get(dtype)
+    if runner is None:
+        runner = _COMPILED[dtype] = CompiledPotential(model)
+    return runner
+
+
+def on_one_thread(fn, threads: int):
+    """``fn`` called with torch.set_num_threads(1) around it (restored after each call)."""
+    def call():
+        torch.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(threads)
+
+    return call
+
+
 # --- torchmd-net ----------------------------------------------------------------------
 
 class TorchMDNet:
@@ -257,15 +284,11 @@ def run_row(label, structures, dtype_name, args, tmdn, calc_class):
         "molsym": lambda: energy_forces_stress(model, graph),
         "molsym+NL": lambda: energy_forces_stress(model, molsym_graph(structures, dtype)),
     }
-    if sum(len(a) for a in structures) <= args.one_thread_max_atoms and args.threads != 1:
-        def one_thread():
-            torch.set_num_threads(1)
-            try:
-                return energy_forces_stress(model, graph)
-            finally:
-                torch.set_num_threads(args.threads)
-
-        callables["molsym 1 thread"] = one_thread
+    if args.compiled:
+        compiled = compiled_potentials(model, dtype)
+        compiled(graph)  # compiles on the first call of each dtype; later rows reuse the graph
+        callables["molsym compiled"] = lambda: compiled(graph)
+    one_thread_rows = sum(len(a) for a in structures) <= args.one_thread_max_atoms and args.threads != 1
     if calc_class is not None and len(structures) == 1:
         atoms = structures[0].copy()
         atoms.calc = calc_class(model, dtype=dtype_name)
@@ -288,6 +311,8 @@ def run_row(label, structures, dtype_name, args, tmdn, calc_class):
                 return net(z, pos, batch, box=box)
 
             callables[f"torchmd-net[{backend}]"] = call
+            if one_thread_rows:
+                callables[f"torchmd-net[{backend}, 1 thread]"] = on_one_thread(call, args.threads)
             energy, forces = call()
             if not torch.isfinite(forces).all():
                 raise RuntimeError(f"torchmd-net ({backend}) gave non-finite forces on {label}")
@@ -308,7 +333,7 @@ def run_row(label, structures, dtype_name, args, tmdn, calc_class):
     minima = {name: 1e3 * min(ts) for name, ts in times.items()}
     row = {"system": label, "dtype": dtype_name, "median_ms": medians, "min_ms": minima,
            "other_load_cores": round(load, 2), "other_load_before": others_before, **info}
-    tm = {k: v for k, v in medians.items() if k.startswith("torchmd-net[")}
+    tm = {k: v for k, v in medians.items() if k.startswith("torchmd-net[")}  # its fastest setting
     if tm:
         best = min(tm, key=tm.get)
         row["torchmd-net_ms"] = tm[best]
@@ -317,24 +342,19 @@ def run_row(label, structures, dtype_name, args, tmdn, calc_class):
 
 
 def markdown(rows) -> str:
-    lines = ["| system | dtype | molsym ms | torchmd-net ms | ratio (torchmd-net / molsym) | other load (cores) |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| system | dtype | molsym ms | molsym compiled ms | torchmd-net ms (fastest setting) "
+             "| torchmd-net / molsym | torchmd-net / molsym compiled | other load (cores) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        m = r["median_ms"]["molsym"]
+        med = r["median_ms"]
+        m, c = med["molsym"], med.get("molsym compiled")
         t = r.get("torchmd-net_ms")
         tcell = f"{t:.1f} ({r['torchmd-net_backend']})" if t is not None else "n/a"
+        ccell = f"{c:.1f}" if c is not None else "n/a"
         ratio = f"{t / m:.2f}" if t is not None else "n/a"
-        lines.append(f"| {r['system']} | {r['dtype']} | {m:.1f} | {tcell} | {ratio} | {r['other_load_cores']:.2f} |")
-    single = [r for r in rows if "molsym 1 thread" in r["median_ms"]]
-    if single:
-        lines += ["", "molsym on 1 thread (same interleaved loop; all other columns on the threads above):", "",
-                  "| system | dtype | molsym 1 thread ms | molsym ms | torchmd-net ms |",
-                  "| --- | --- | ---: | ---: | ---: |"]
-        for r in single:
-            t = r.get("torchmd-net_ms")
-            tcell = f"{t:.1f}" if t is not None else "n/a"
-            lines.append(f"| {r['system']} | {r['dtype']} | {r['median_ms']['molsym 1 thread']:.1f} | "
-                         f"{r['median_ms']['molsym']:.1f} | {tcell} |")
+        cratio = f"{t / c:.2f}" if t is not None and c is not None else "n/a"
+        lines.append(f"| {r['system']} | {r['dtype']} | {m:.1f} | {ccell} | {tcell} | {ratio} | {cratio} "
+                     f"| {r['other_load_cores']:.2f} |")
     lines += ["", "Including the neighbour list (torchmd-net always includes its own):", "",
               "| system | dtype | molsym + NL ms | calculator ms | torchmd-net ms | torchmd-net NL alone ms | edges molsym / torchmd-net |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -394,11 +414,13 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--one-thread-max-atoms", type=int, default=100,
-                        help="also time molsym on 1 thread for systems up to this many atoms (0: never)")
+                        help="also time torchmd-net on 1 thread for systems up to this many atoms (0: never)")
     parser.add_argument("--batch", type=int, default=32, help="molecules in the batched row")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=list(DTYPES))
     parser.add_argument("--systems", nargs="+", type=int, default=None, help="row indices to run (0, 1, 2)")
     parser.add_argument("--no-torchmdnet", action="store_true")
+    parser.add_argument("--no-compiled", dest="compiled", action="store_false",
+                        help="skip the compiled molsym column (it compiles once per dtype, 1-2 min each)")
     parser.add_argument("--md-steps", type=int, default=50, help="0 skips the ASE MD overhead measurement")
     parser.add_argument("--max-wait", type=float, default=60.0,
                         help="seconds to wait before each row for other processes to go quiet (0: don't)")

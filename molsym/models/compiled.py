@@ -68,11 +68,11 @@ class CompiledPotential:
                              "cast the graph (molsym.data.graph.to_device) or the model")
         if stress and bool((cell_volumes(graph[K.CELL]) < 1e-8).any()):
             raise ValueError("stress needs a cell with non-zero volume for every structure (got a zero-volume cell)")
+        if graph[K.EDGE_INDEX].shape[1] < 2:  # nothing to differentiate: no graph to compile
+            return {key: value.detach() for key, value in energy_forces_stress(model, graph, stress=stress).items()}
         available, threads = torch.get_num_threads(), threads_for(graph)
         with intra_op_threads(threads), torch.no_grad():
             species = model.species(graph[K.ATOMIC_NUMBERS])
-            if graph[K.EDGE_INDEX].shape[1] < 2:  # nothing to differentiate: no graph to compile
-                return {key: value.detach() for key, value in energy_forces_stress(model, graph, stress=stress).items()}
             rows = pair_rows(graph[K.EDGE_INDEX], graph[K.EDGE_SHIFT])
             pair_index, vectors = _pair_vectors(graph, rows)
             lengths = torch.linalg.vector_norm(vectors, dim=-1)
