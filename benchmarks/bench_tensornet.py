@@ -14,7 +14,7 @@ median wall time per call.
 What each column times:
 - molsym: ``energy_forces_stress(model, graph)`` on a prebuilt graph dict
   (neighbour list not included). It picks its intra-op threads itself
-  (``molsym.models.threads``: one for graphs under 8192 edges, else ``--threads``).
+  (``molsym.models.threads``: one for graphs under 4096 edges, else ``--threads``).
 - molsym compiled: ``CompiledPotential(model)(graph)`` (``molsym.models.compiled``),
   energy and forces, after the compilation of the first call of each dtype.
 - molsym + NL: ``from_ase`` (vesin neighbour list) + ``collate`` + cast, then
@@ -334,10 +334,17 @@ def run_row(label, structures, dtype_name, args, tmdn, calc_class):
     row = {"system": label, "dtype": dtype_name, "median_ms": medians, "min_ms": minima,
            "other_load_cores": round(load, 2), "other_load_before": others_before, **info}
     tm = {k: v for k, v in medians.items() if k.startswith("torchmd-net[")}  # its fastest setting
+    alone = ["molsym", "molsym compiled"]
     if tm:
         best = min(tm, key=tm.get)
         row["torchmd-net_ms"] = tm[best]
         row["torchmd-net_backend"] = best[len("torchmd-net["):-1]
+        alone.append(best)
+    if one_thread_rows:  # small systems: each callable also alone, back to back, as in an MD loop
+        row["alone_median_ms"] = {
+            name: 1e3 * statistics.median(time_interleaved({name: callables[name]}, args.repeats, args.warmup)[name])
+            for name in alone if name in callables
+        }
     return row
 
 
@@ -355,6 +362,17 @@ def markdown(rows) -> str:
         cratio = f"{t / c:.2f}" if t is not None and c is not None else "n/a"
         lines.append(f"| {r['system']} | {r['dtype']} | {m:.1f} | {ccell} | {tcell} | {ratio} | {cratio} "
                      f"| {r['other_load_cores']:.2f} |")
+    alone = [r for r in rows if "alone_median_ms" in r]
+    if alone:
+        lines += ["", "Each callable alone, back to back (as in an MD loop; the table above interleaves them):", "",
+                  "| system | dtype | molsym ms | molsym compiled ms | torchmd-net ms (fastest setting) |",
+                  "| --- | --- | ---: | ---: | ---: |"]
+        for r in alone:
+            a = r["alone_median_ms"]
+            cells = [f"{a[k]:.1f}" if k in a else "n/a" for k in ("molsym", "molsym compiled")]
+            t = [v for k, v in a.items() if k.startswith("torchmd-net")]
+            cells.append(f"{t[0]:.1f} ({r['torchmd-net_backend']})" if t else "n/a")
+            lines.append(f"| {r['system']} | {r['dtype']} | " + " | ".join(cells) + " |")
     lines += ["", "Including the neighbour list (torchmd-net always includes its own):", "",
               "| system | dtype | molsym + NL ms | calculator ms | torchmd-net ms | torchmd-net NL alone ms | edges molsym / torchmd-net |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -371,7 +389,7 @@ def markdown(rows) -> str:
 
 # --- ASE MD overhead ------------------------------------------------------------------------
 
-def md_overhead(calc_class, steps: int, dtype_name: str) -> dict | None:
+def md_overhead(calc_class, steps: int, dtype_name: str, compile: bool = False) -> dict | None:
     """Wall time of ``steps`` VelocityVerlet steps vs the time spent in the calculator's calculate()."""
     if calc_class is None:
         return None
@@ -380,7 +398,7 @@ def md_overhead(calc_class, steps: int, dtype_name: str) -> dict | None:
     from ase.md.verlet import VelocityVerlet
 
     atoms = bpa_molecule()
-    calc = calc_class(molsym_model(DTYPES[dtype_name]), dtype=dtype_name)
+    calc = calc_class(molsym_model(DTYPES[dtype_name]), dtype=dtype_name, compile=compile)
     spent = []
     original = calc.calculate
 
@@ -403,7 +421,7 @@ def md_overhead(calc_class, steps: int, dtype_name: str) -> dict | None:
     total = time.perf_counter() - start
     inside = sum(spent)
     return {"steps": steps, "calculate_calls": len(spent), "md_wall_s": total, "calculate_s": inside,
-            "overhead_fraction": (total - inside) / inside, "dtype": dtype_name}
+            "overhead_fraction": (total - inside) / inside, "dtype": dtype_name, "compile": compile}
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -450,6 +468,8 @@ def main(argv=None) -> int:
                   + f"; other load {row['other_load_cores']:.2f} cores", file=sys.stderr, flush=True)
 
     md = md_overhead(calc_class, args.md_steps, "float64") if args.md_steps > 0 else None
+    md_compiled = [md_overhead(calc_class, args.md_steps, name, compile=True)
+                   for name in args.dtypes] if args.md_steps > 0 and args.compiled else []
     env = {
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "molsym": molsym.__version__,
@@ -466,9 +486,14 @@ def main(argv=None) -> int:
               f"MD overhead {100 * md['overhead_fraction']:.1f}% of the calculator's time")
     elif calc_class is None:
         print("\nMolSymCalculator not available: calculator column and MD overhead not measured")
+    for m in md_compiled:
+        if m is not None:
+            print(f"ASE VelocityVerlet with MolSymCalculator(compile=True), 3BPA, {m['dtype']}: "
+                  f"{m['md_wall_s'] * 1e3 / m['steps']:.1f} ms per step ({m['steps']} steps), "
+                  f"{m['calculate_s'] * 1e3 / m['calculate_calls']:.1f} ms per calculator call")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"env": env, "rows": rows, "md": md}, indent=1))
+        args.json.write_text(json.dumps({"env": env, "rows": rows, "md": md, "md_compiled": md_compiled}, indent=1))
     return 0
 
 

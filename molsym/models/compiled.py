@@ -14,9 +14,9 @@
    dW/dr by forward-mode differentiation, scattered onto the pair's two atoms (and
    the strain).
 
-When torch has two or more threads and the graph is small (``molsym.models.threads``:
-one intra-op thread), a worker thread evaluates half of the networks in step 2 and
-all derivatives dW/dr of step 4 while this thread runs the graph.
+The graph runs on one intra-op thread. When torch has two or more threads, a worker
+thread evaluates half of the networks in step 2 and all derivatives dW/dr of step 4
+while this thread runs the graph.
 
 Results equal :func:`molsym.models.derivatives.energy_forces_stress` to rounding.
 Compilation happens on the first call for each dtype, device and with/without stress
@@ -35,7 +35,7 @@ from torch import nn
 from molsym.data import keys as K
 from molsym.models.allocator import keep_freed_memory
 from molsym.models.derivatives import _apply_strain, cell_volumes, energy_forces_stress
-from molsym.models.threads import intra_op_threads, threads_for
+from molsym.models.threads import intra_op_threads
 from molsym.nn.geometry import pair_rows
 
 
@@ -70,13 +70,16 @@ class CompiledPotential:
             raise ValueError("stress needs a cell with non-zero volume for every structure (got a zero-volume cell)")
         if graph[K.EDGE_INDEX].shape[1] < 2:  # nothing to differentiate: no graph to compile
             return {key: value.detach() for key, value in energy_forces_stress(model, graph, stress=stress).items()}
-        available, threads = torch.get_num_threads(), threads_for(graph)
-        with intra_op_threads(threads), torch.no_grad():
+        available = torch.get_num_threads()
+        # the graph runs on one intra-op thread: inductor's multi-threaded code for the scatter of
+        # atomic energies into a single structure fails to generate (torch 2.13); a second thread,
+        # when there is one, evaluates radial networks and derivatives alongside
+        with intra_op_threads(1), torch.no_grad():
             species = model.species(graph[K.ATOMIC_NUMBERS])
             rows = pair_rows(graph[K.EDGE_INDEX], graph[K.EDGE_SHIFT])
             pair_index, vectors = _pair_vectors(graph, rows)
             lengths = torch.linalg.vector_norm(vectors, dim=-1)
-            radial = _RadialAhead(model, lengths, self._worker() if threads == 1 and available > 1 else None)
+            radial = _RadialAhead(model, lengths, self._worker() if available > 1 else None)
             strain = torch.zeros_like(graph[K.CELL])
             energy, atomic, gradient, strain_gradient, weight_gradients = self._graph_fn(
                 model, positions, strain, radial.weights, graph[K.EDGE_SHIFT], graph[K.EDGE_INDEX],

@@ -7,7 +7,7 @@ operations of a 27-atom molecule take on one thread (measured: 2 threads 35 ms,
 1 thread 17 ms per energy + forces call of the default TensorNet). Graphs below
 :data:`SINGLE_THREAD_EDGES` directed edges therefore run on one thread; larger
 ones on the threads torch was given (at 7800 edges, a 192-atom water box, one
-and two threads took the same time).
+and two threads took the same time in float32, two were faster in float64).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 from molsym.data import keys as K
 
 # directed edges below which one intra-op thread is faster on CPU
-SINGLE_THREAD_EDGES = 8192
+SINGLE_THREAD_EDGES = 4096
 
 
 def threads_for(graph: dict[str, torch.Tensor]) -> int:
