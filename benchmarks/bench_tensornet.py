@@ -45,7 +45,6 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -53,12 +52,14 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from systems import bpa_frames, bpa_molecule, water_box  # noqa: E402
+from torchmdnet_model import TorchMDNet  # noqa: E402
 
 import molsym  # noqa: E402
 from molsym.data.graph import collate, from_ase, to_device  # noqa: E402
 from molsym.models.derivatives import energy_forces_stress  # noqa: E402
 
 WIDTH, LAYERS, CUTOFF, NUM_RBF = 128, 2, 4.5, 32
+SIZE = (WIDTH, LAYERS, CUTOFF, NUM_RBF)
 ELEMENTS = [1, 6, 7, 8]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -174,91 +175,6 @@ def on_one_thread(fn, threads: int):
 
 # --- torchmd-net ----------------------------------------------------------------------
 
-class TorchMDNet:
-    """torchmd-net's TensorNet through ``create_model``; both kernel back ends of torchmd-net 3.x."""
-
-    def __init__(self):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:  # keep warp's banner and kernel-compilation log out of the Markdown output
-                import warp
-
-                warp.config.log_level = getattr(warp, "LOG_WARNING", 30)
-            except ImportError:
-                pass
-            import torchmdnet
-            import torchmdnet.models.tensornet as tn
-            from torchmdnet.models.model import create_model
-        self.tn = tn
-        self.create_model = create_model
-        self.version = getattr(torchmdnet, "__version__", None) or _dist_version("torchmd-net")
-        self._warp = {name: getattr(tn, name) for name in
-                      ("compose_tensor", "decompose_tensor", "tensor_matmul_o3", "tensor_matmul_so3")}
-        self.has_warp = bool(tn.OPT)
-        self.backends = ["warp", "torch"] if self.has_warp else ["torch"]
-
-    def use(self, backend: str) -> None:
-        """Select the module-level kernels TensorNet looks up at call time."""
-        tn = self.tn
-        if backend == "warp":
-            tn.OPT = True
-            for name, fn in self._warp.items():
-                setattr(tn, name, fn)
-        else:
-            tn.OPT = False
-            for name in self._warp:
-                setattr(tn, name, getattr(tn, "_" + name))
-
-    def model(self, dtype: torch.dtype, backend: str, static_shapes: bool = False):
-        self.use(backend)
-        args = dict(
-            model="tensornet", embedding_dimension=WIDTH, num_layers=LAYERS, num_rbf=NUM_RBF,
-            rbf_type="expnorm", trainable_rbf=False, activation="silu", cutoff_lower=0.0,
-            cutoff_upper=CUTOFF, max_z=128, max_num_neighbors=64, equivariance_invariance_group="O(3)",
-            static_shapes=static_shapes, precision=64 if dtype == torch.float64 else 32, derivative=True,
-            atom_filter=-1, prior_model=None, output_model="Scalar", reduce_op="add",
-        )
-        torch.manual_seed(0)
-        model = self.create_model(args).eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model
-
-    @staticmethod
-    def setup_for_inference(net, z, batch, dtype) -> None:
-        """torchmd-net's inference mode: a precomputed table of the element-pair embeddings.
-
-        Its table is built in the default dtype; cast it to the model's so float64 stays float64.
-        """
-        rep = net.representation_model
-        if hasattr(rep, "setup_for_inference"):
-            rep.setup_for_inference(z, batch)
-            emb = rep.tensor_embedding
-            emb.Zij_map = emb.Zij_map.to(dtype)
-
-    @staticmethod
-    def inputs(structures, dtype):
-        z = torch.tensor(np.concatenate([a.numbers for a in structures]), dtype=torch.long)
-        pos = torch.tensor(np.concatenate([a.positions for a in structures]), dtype=dtype)
-        batch = torch.cat([torch.full((len(a),), k, dtype=torch.long) for k, a in enumerate(structures)])
-        periodic = [bool(a.pbc.all()) for a in structures]
-        box = None
-        if any(periodic):
-            if len(structures) != 1:
-                raise ValueError("this benchmark passes a box to torchmd-net for single periodic structures only")
-            box = torch.tensor(structures[0].cell.array, dtype=dtype)
-        return z, pos, batch, box
-
-
-def _dist_version(name: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(name)
-    except Exception:  # noqa: BLE001
-        return None
-
-
 # --- systems ----------------------------------------------------------------------------
 
 def systems(batch_size: int) -> list[tuple[str, list]]:
@@ -303,7 +219,7 @@ def run_row(label, structures, dtype_name, args, tmdn, calc_class):
     if tmdn is not None:
         z, pos, batch, box = tmdn.inputs(structures, dtype)
         for backend in tmdn.backends:
-            net = tmdn.model(dtype, backend)
+            net = tmdn.model(dtype, backend, SIZE)
             tmdn.setup_for_inference(net, z, batch, dtype)
 
             def call(net=net, backend=backend):
@@ -316,7 +232,7 @@ def run_row(label, structures, dtype_name, args, tmdn, calc_class):
             energy, forces = call()
             if not torch.isfinite(forces).all():
                 raise RuntimeError(f"torchmd-net ({backend}) gave non-finite forces on {label}")
-        nl = tmdn.model(dtype, tmdn.backends[0]).representation_model.distance
+        nl = tmdn.model(dtype, tmdn.backends[0], SIZE).representation_model.distance
 
         def nl_call():
             tmdn.use(tmdn.backends[0])

@@ -7,8 +7,6 @@ truncation error O(h^2) ~ 1e-8 relative, so 1e-6 is a real check.
 """
 from __future__ import annotations
 
-import numpy as np
-import pytest
 import torch
 
 import molsym

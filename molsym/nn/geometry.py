@@ -89,8 +89,6 @@ class EdgeGeometry:
     Directed view of the pair rows (for aggregating row quantities over both directions
     in one pass): ``directed_index`` (2, D) int64 and :meth:`directed`, which repeat the
     rows once per direction they stand for; D = E when symmetric, D = P = E otherwise.
-    ``directed_rows`` (D,) gives the pair row of each of those edges. ``cache`` holds index
-    tensors that families derive from the geometry once per forward.
     The per-edge attributes are computed from the pair rows on first access.
     Spherical harmonics of ``unit`` (e3nn convention, component normalisation)
     are computed on first request and cached per lmax.
@@ -98,7 +96,7 @@ class EdgeGeometry:
 
     __slots__ = ("edge_index", "num_nodes", "pair_index", "pair_vectors", "pair_lengths", "pair_unit",
                  "pair_radial", "pair_envelope", "symmetric", "_edge_row", "_edge_sign", "_cache", "_sh",
-                 "_directed_index", "_directed_rows", "cache", "_ahead")
+                 "_directed_index", "_ahead")
 
     def __init__(self, edge_index, pair_index, pair_vectors, pair_lengths, pair_radial, pair_envelope,
                  num_nodes: int, edge_row: torch.Tensor | None = None, edge_sign: torch.Tensor | None = None,
@@ -120,9 +118,7 @@ class EdgeGeometry:
         self._cache: dict[str, torch.Tensor] = {}
         self._sh: dict[int, torch.Tensor] = {}
         self._directed_index: torch.Tensor | None = None
-        self._directed_rows: torch.Tensor | None = None
         self._ahead = ahead or {}
-        self.cache: dict[str, torch.Tensor] = {}  # index tensors that families derive from this geometry
 
     @property
     def directed_index(self) -> torch.Tensor:
@@ -144,14 +140,6 @@ class EdgeGeometry:
         if weights is None:
             return network(self.pair_radial) * self.pair_envelope.unsqueeze(-1)
         return weights
-
-    @property
-    def directed_rows(self) -> torch.Tensor:
-        """(D,) int64: the pair row of each edge of ``directed_index``."""
-        if self._directed_rows is None:
-            rows = torch.arange(self.pair_index.shape[1], device=self.pair_index.device)
-            self._directed_rows = torch.cat((rows, rows)) if self.symmetric else rows
-        return self._directed_rows
 
     def directed(self, values: torch.Tensor, odd: bool = False) -> torch.Tensor:
         """Pair-row values (P, ...) -> (D, ...) in the order of ``directed_index``.
