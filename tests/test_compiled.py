@@ -108,6 +108,16 @@ def test_compiled_handles_a_structure_without_pairs():
 
 
 @pytest.mark.slow
+def test_compiled_matches_eager_for_an_edge_list_without_reverses():
+    """Half an edge list: the pair rows are the directed edges themselves (no pairing)."""
+    model = make_model("tensornet")
+    graph = from_ase(bpa_frames(1)[0], model.cutoff)
+    keep = graph[K.EDGE_INDEX][0] < graph[K.EDGE_INDEX][1]
+    graph[K.EDGE_INDEX], graph[K.EDGE_SHIFT] = graph[K.EDGE_INDEX][:, keep], graph[K.EDGE_SHIFT][keep]
+    _assert_matches_eager(compiled.CompiledPotential(model), model, graph)
+
+
+@pytest.mark.slow
 def test_compiled_stress_matches_eager_for_a_periodic_cell():
     model = make_model("tensornet")
     graph = from_ase(periodic_copper(), model.cutoff)

@@ -36,7 +36,7 @@ from molsym.data import keys as K
 from molsym.models.allocator import keep_freed_memory
 from molsym.models.derivatives import _apply_strain, cell_volumes, energy_forces_stress
 from molsym.models.threads import intra_op_threads
-from molsym.nn.geometry import pair_rows
+from molsym.nn.geometry import pair_rows, pair_vectors
 
 
 class CompiledPotential:
@@ -77,7 +77,7 @@ class CompiledPotential:
         with intra_op_threads(1), torch.no_grad():
             species = model.species(graph[K.ATOMIC_NUMBERS])
             rows = pair_rows(graph[K.EDGE_INDEX], graph[K.EDGE_SHIFT])
-            pair_index, vectors = _pair_vectors(graph, rows)
+            pair_index, vectors = pair_vectors(graph, rows)
             lengths = torch.linalg.vector_norm(vectors, dim=-1)
             radial = _RadialAhead(model, lengths, self._worker() if available > 1 else None)
             strain = torch.zeros_like(graph[K.CELL])
@@ -106,14 +106,6 @@ class CompiledPotential:
 
     def __getstate__(self):
         raise TypeError("a CompiledPotential cannot be pickled; save the model (molsym.save) and compile it again")
-
-
-def _pair_vectors(graph: dict[str, torch.Tensor], rows) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pair-row edges (2, P) and vectors r_ij (P, 3) Å."""
-    pos, edge_index, shift = graph[K.POSITIONS], graph[K.EDGE_INDEX], graph[K.EDGE_SHIFT]
-    if rows.row_edges is not None:
-        edge_index, shift = edge_index.index_select(1, rows.row_edges), shift.index_select(0, rows.row_edges)
-    return edge_index, pos.index_select(0, edge_index[1]) - pos.index_select(0, edge_index[0]) + shift
 
 
 class _RadialAhead:

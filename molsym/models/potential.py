@@ -17,8 +17,8 @@ def convert_features(features: torch.Tensor, source: str, target: str, lmax: int
     """Exact change of feature form between families: "cartesian" <-> "sh" (N, (L+1)^2, C).
 
     "cartesian" features are rank-2 tensors held by their 0e + 1o + 2e coefficients
-    (``molsym.o3.cartesian``), component-major (9, N, C). Degrees l <= 2 map one to one (0e, 1o, 2e); sh -> cartesian drops l > 2,
-    cartesian -> sh fills l > 2 with zeros.
+    (``molsym.o3.cartesian``), component-major (9, N, C). Degrees l <= 2 map one to one
+    (0e, 1o, 2e); sh -> cartesian drops l > 2, cartesian -> sh fills l > 2 with zeros.
     """
     if source == target:
         return features

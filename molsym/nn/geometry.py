@@ -220,6 +220,14 @@ def pair_rows(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> PairRows:
         return PairRows(first.nonzero().squeeze(-1), edge_row, ~first)
 
 
+def pair_vectors(graph: dict[str, torch.Tensor], rows: PairRows) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pair rows' edges (2, P) int64 and vectors r_ij = pos[j] - pos[i] + shift_ij (P, 3) Å."""
+    pos, edge_index, shift = graph[K.POSITIONS], graph[K.EDGE_INDEX], graph[K.EDGE_SHIFT]
+    if rows.row_edges is not None:
+        edge_index, shift = edge_index.index_select(1, rows.row_edges), shift.index_select(0, rows.row_edges)
+    return edge_index, pos.index_select(0, edge_index[1]) - pos.index_select(0, edge_index[0]) + shift
+
+
 class GeometryBuilder(nn.Module):
     """Graph dict -> :class:`EdgeGeometry` (edge vectors, radial basis, cutoff envelope).
 
@@ -247,17 +255,10 @@ class GeometryBuilder(nn.Module):
         """``rows``: the pair rows of the graph's edges when already known (:func:`pair_rows`);
         ``ahead``: radial weights computed ahead (:meth:`EdgeGeometry.pair_weights`)."""
         pos = graph[K.POSITIONS]
-        edge_index, shift = graph[K.EDGE_INDEX], graph[K.EDGE_SHIFT]
         if rows is None:
-            rows = pair_rows(edge_index, shift)
-        pair_index, pair_shift, edge_sign = edge_index, shift, None
-        if rows.row_edges is not None:
-            pair_index = edge_index.index_select(1, rows.row_edges)
-            pair_shift = shift.index_select(0, rows.row_edges)
-            edge_sign = 1.0 - 2.0 * rows.edge_reversed.to(pos.dtype)
-        vectors = pos.index_select(0, pair_index[1]) - pos.index_select(0, pair_index[0]) + pair_shift
+            rows = pair_rows(graph[K.EDGE_INDEX], graph[K.EDGE_SHIFT])
+        pair_index, vectors = pair_vectors(graph, rows)
+        edge_sign = None if rows.edge_reversed is None else 1.0 - 2.0 * rows.edge_reversed.to(pos.dtype)
         lengths = torch.linalg.vector_norm(vectors, dim=-1)
-        return EdgeGeometry(
-            edge_index, pair_index, vectors, lengths, self.radial_basis(lengths), self.envelope(lengths),
-            pos.shape[0], rows.edge_row, edge_sign, ahead,
-        )
+        return EdgeGeometry(graph[K.EDGE_INDEX], pair_index, vectors, lengths, *self.radial(lengths),
+                            pos.shape[0], rows.edge_row, edge_sign, ahead)
