@@ -55,7 +55,7 @@ class CompiledPotential:
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         self.model = model
-        self._graph_fn = torch.compile(_energy_and_gradients, dynamic=True)
+        self._graph_fn = torch.compile(_energy_and_gradients, dynamic=True, options={"cpp_wrapper": True, "freezing": True})
         keep_freed_memory()
         self._pool: ThreadPoolExecutor | None = None
 

@@ -27,13 +27,14 @@ parity assignment, so energies are invariant under reflections as well.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from molsym.nn.geometry import EdgeGeometry
 from molsym.nn.interactions.base import Family, Interaction, ModelSettings
-from molsym.o3.cartesian import basis_matrix
+from molsym.o3.cartesian import basis_matrix, irreps_basis
 
 # sizes of the parts (I, A, S) in the 9 coefficients, in order
 _SIZES = (1, 3, 5)
@@ -85,15 +86,66 @@ def _matmul3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.unsqueeze(2) * b.unsqueeze(0)).sum(1)
 
 
+def _product_terms(symmetric: bool) -> tuple[tuple[tuple[int, int, float], ...], ...]:
+    """Nonzero structure constants of the 3x3 matrix product in the coefficient basis.
+
+    With X = sum_i x_i Q_i (``irreps_basis``, orthonormal), the coefficients of X Y are
+    (X Y)_k = sum_ij c_kij x_i y_j, c_kij = <Q_k, Q_i Q_j>_F. Returns, for every k, the
+    terms (i, j, g) of (X Y + Y X)_k = sum g x_i y_j (g = c_kij + c_kji; 83 terms in all);
+    with ``symmetric``, those of (X X)_k = sum over i <= j of g x_i x_j (52 terms).
+    """
+    q = irreps_basis(torch.float64)
+    c = torch.einsum("kac,iab,jbc->kij", q, q, q)
+    g = c + c.transpose(1, 2)
+    terms = []
+    for k in range(9):
+        row = []
+        for i in range(9):
+            for j in range(i if symmetric else 0, 9):
+                value = float(g[k, i, j] / 2 if symmetric and i == j else g[k, i, j])
+                if abs(value) > 1e-12:
+                    row.append((i, j, value))
+        terms.append(tuple(row))
+    return tuple(terms)
+
+
+def _unrolled_product(name: str, terms) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A function (a, b) -> (9, N, C) evaluating sum over ``terms`` (i, j, g) of g a_i b_j
+    for each output coefficient, a, b (9, N, C), with the constants written into its code
+    (so a compiler treats them as literals). Pointwise multiply-adds only: a compiler fuses
+    them into one loop over N*C in the forward and in the backward."""
+    lines = [f"def {name}(a, b):",
+             "    " + ", ".join(f"a{i}" for i in range(9)) + " = a.unbind(0)",
+             "    " + ", ".join(f"b{i}" for i in range(9)) + " = b.unbind(0)"]
+    for k, row in enumerate(terms):
+        lines.append(f"    c{k} = " + " + ".join(f"{g!r} * a{i} * b{j}" for i, j, g in row))
+    lines.append("    return torch.stack((" + ", ".join(f"c{k}" for k in range(9)) + "))")
+    namespace = {"torch": torch}
+    exec(compile("\n".join(lines), f"<molsym {name}>", "exec"), namespace)
+    return namespace[name]
+
+
+# A B + B A (83 terms) and A A (52 terms) in the coefficient basis
+unrolled_anticommutator = _unrolled_product("unrolled_anticommutator", _product_terms(symmetric=False))
+unrolled_square = _unrolled_product("unrolled_square", _product_terms(symmetric=True))
+
+
 def anticommutator(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Coefficients of A B + B A: a, b (9, N, C) -> (9, N, C)."""
+    """Coefficients of A B + B A: a, b (9, N, C) -> (9, N, C).
+
+    Eager: 3x3 products in a Cartesian channels-last layout (few large kernels); in a
+    compiled graph: the unrolled structure constants (``unrolled_anticommutator``)."""
+    if torch.compiler.is_compiling():
+        return unrolled_anticommutator(a, b)
     _, n, c = a.shape
     ca, cb = _channels_last(a), _channels_last(b)
     return _from_channels_last(_matmul3(ca, cb) + _matmul3(cb, ca), n, c)
 
 
 def square(a: torch.Tensor) -> torch.Tensor:
-    """Coefficients of A A: a (9, N, C) -> (9, N, C)."""
+    """Coefficients of A A: a (9, N, C) -> (9, N, C) (as :func:`anticommutator`)."""
+    if torch.compiler.is_compiling():
+        return unrolled_square(a, a)
     _, n, c = a.shape
     ca = _channels_last(a)
     return _from_channels_last(_matmul3(ca, ca), n, c)
