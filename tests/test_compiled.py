@@ -26,9 +26,11 @@ def test_tangent_pass_equals_forward_mode():
     model = make_model("tensornet")
     lengths = torch.linspace(0.8, 4.4, 23, dtype=torch.float64)
     builder = model.geometry
-    inputs = (*builder.radial(lengths), *builder.radial_derivative(lengths))
-    for network in model.radial_networks():
-        tangent_pass = compiled._TangentPass(network, inputs[0], inputs[2], inputs[1], inputs[3])
+    basis, envelope = builder.radial(lengths)
+    derivatives = builder.radial_derivative(lengths)
+    networks = model.radial_networks()
+    for network in networks + [_NotSequential(networks[0])]:  # explicit propagation and the jvp fallback
+        tangent_pass = compiled._TangentPass(network, basis, envelope)
 
         def weights(r, network=network):
             basis, envelope = builder.radial(r)
@@ -37,7 +39,18 @@ def test_tangent_pass_equals_forward_mode():
         values, derivative = torch.func.jvp(weights, (lengths,), (torch.ones_like(lengths),))
         with torch.no_grad():
             torch.testing.assert_close(tangent_pass.values(), values.detach(), rtol=1e-12, atol=1e-12)
-            torch.testing.assert_close(tangent_pass.derivative(), derivative.detach(), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(tangent_pass.derivative(*derivatives), derivative.detach(), rtol=1e-12, atol=1e-12)
+
+
+class _NotSequential(torch.nn.Module):
+    """A radial network that is not an ``nn.Sequential`` of Linear and SiLU layers."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
 
 
 def test_small_graphs_run_on_one_thread_and_the_count_is_restored():

@@ -28,6 +28,10 @@ def test_products_match_matmul():
     cx, cy = tn.cartesian_to_coefficients(x), tn.cartesian_to_coefficients(y)
     torch.testing.assert_close(tn.coefficients_to_cartesian(tn.anticommutator(cx, cy)), x @ y + y @ x)
     torch.testing.assert_close(tn.coefficients_to_cartesian(tn.square(cx)), x @ x)
+    # the unrolled structure constants that compiled graphs use
+    torch.testing.assert_close(tn.coefficients_to_cartesian(tn.unrolled_anticommutator(cx, cy)), x @ y + y @ x,
+                               rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(tn.coefficients_to_cartesian(tn.unrolled_square(cx, cx)), x @ x, rtol=1e-13, atol=1e-13)
 
 
 def test_normalise_divides_by_squared_frobenius_norm_plus_one():

@@ -55,7 +55,7 @@ class CompiledPotential:
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         self.model = model
-        self._graph_fn = torch.compile(_energy_and_gradients, dynamic=True, options={"cpp_wrapper": True, "freezing": True})
+        self._graph_fn = torch.compile(_energy_and_gradients, dynamic=True, options={"cpp_wrapper": True})
         keep_freed_memory()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -111,17 +111,16 @@ class CompiledPotential:
 class _RadialAhead:
     """Radial weights W(r) of a model's networks for pair lengths r, and their derivatives dW/dr.
 
-    With a worker: the worker evaluates every other network's weights at once, then all
-    derivatives (reusing the stored activations), while the caller runs the graph.
+    With a worker: the worker evaluates every other network's weights at once, then the
+    derivatives of the radial basis and of all networks (reusing the stored activations),
+    while the caller runs the graph.
     """
 
     def __init__(self, model, lengths: torch.Tensor, worker: ThreadPoolExecutor | None):
         builder = model.geometry
         basis, envelope = builder.radial(lengths)
-        basis_derivative, envelope_derivative = builder.radial_derivative(lengths)
-        networks = model.radial_networks()
-        passes = [_TangentPass(network, basis, basis_derivative, envelope, envelope_derivative)
-                  for network in networks]
+        passes = [_TangentPass(network, basis, envelope) for network in model.radial_networks()]
+        self._derivative_inputs = lambda: builder.radial_derivative(lengths)
         self._pending = None
         if worker is None or len(passes) == 0:
             for p in passes:
@@ -132,14 +131,18 @@ class _RadialAhead:
             for p in passes[0::2]:
                 p.values()
             first.result()
-            self._pending = worker.submit(_on_worker, lambda: [p.derivative() for p in passes])
+            self._pending = worker.submit(_on_worker, lambda: self._derivatives(passes))
         self._passes = passes
         self.weights = tuple(p.weights for p in passes)
+
+    def _derivatives(self, passes) -> list[torch.Tensor]:
+        basis_derivative, envelope_derivative = self._derivative_inputs()
+        return [p.derivative(basis_derivative, envelope_derivative) for p in passes]
 
     def derivatives(self) -> list[torch.Tensor]:
         if self._pending is not None:
             return self._pending.result()
-        return [p.derivative() for p in self._passes]
+        return self._derivatives(self._passes)
 
 
 def _on_worker(task):
@@ -152,43 +155,45 @@ class _TangentPass:
     """W = network(basis) * envelope and dW/dr by forward-mode differentiation along the length.
 
     Linear and SiLU layers (alone or in an ``nn.Sequential``) are propagated explicitly, reusing
-    the activations of the value pass; other networks by ``torch.func.jvp`` (value and tangent
-    together).
+    the activations of the value pass; other networks by ``torch.func.jvp``.
     """
 
-    def __init__(self, network: nn.Module, basis, basis_derivative, envelope, envelope_derivative):
+    def __init__(self, network: nn.Module, basis: torch.Tensor, envelope: torch.Tensor):
+        """basis (P, R) and envelope (P,) of the pair lengths."""
         self.network = network
-        self.inputs = (basis, basis_derivative, envelope.unsqueeze(-1), envelope_derivative.unsqueeze(-1))
+        self.basis, self.envelope = basis, envelope.unsqueeze(-1)
         layers = list(network) if isinstance(network, nn.Sequential) else [network]
         self.layers = layers if all(isinstance(layer, (nn.Linear, nn.SiLU)) for layer in layers) else None
         self.weights: torch.Tensor | None = None
-        self._raw = self._tangent = None
+        self._raw: torch.Tensor | None = None
         self._activations: list[torch.Tensor] = []
 
     def values(self) -> torch.Tensor:
-        basis, basis_derivative, envelope, _ = self.inputs
+        """W (P, K)."""
+        x = self.basis
         if self.layers is None:
-            self._raw, self._tangent = torch.func.jvp(self.network, (basis,), (basis_derivative,))
+            x = self.network(x)
         else:
-            x = basis
             for layer in self.layers:
                 self._activations.append(x)  # input of every layer
                 x = layer(x)
-            self._raw = x
-        self.weights = self._raw * envelope
+        self._raw = x
+        self.weights = x * self.envelope
         return self.weights
 
-    def derivative(self) -> torch.Tensor:
-        _, t, envelope, envelope_derivative = self.inputs
-        if self._tangent is None:
+    def derivative(self, basis_derivative: torch.Tensor, envelope_derivative: torch.Tensor) -> torch.Tensor:
+        """dW/dr (P, K) from d basis/dr (P, R) and d envelope/dr (P,); after :meth:`values`."""
+        t = basis_derivative
+        if self.layers is None:
+            _, t = torch.func.jvp(self.network, (self.basis,), (t,))
+        else:
             for layer, x in zip(self.layers, self._activations):
                 if isinstance(layer, nn.Linear):
                     t = t @ layer.weight.T
                 else:
                     sigmoid = torch.sigmoid(x)
                     t = t * (sigmoid * (1.0 + x * (1.0 - sigmoid)))
-            self._tangent = t
-        return self._tangent * envelope + self._raw * envelope_derivative
+        return t * self.envelope + self._raw * envelope_derivative.unsqueeze(-1)
 
 
 def _energy_and_gradients(model, positions, strain, weights, shift, edge_index, cell, batch, species, rows,
