@@ -9,7 +9,8 @@
 3. one graph compiled by ``torch.compile`` (inductor) evaluates the energy with the
    W as inputs (``EdgeGeometry.pair_weights``) and differentiates it with
    ``torch.func.grad`` with respect to positions, strain and the W; inductor fuses
-   everything but the matrix products into a few loops;
+   everything but the matrix products into a few loops and calls them from a C++
+   wrapper (no Python between kernels);
 4. the chain rule through the radial networks: dE/dr = sum_k dE/dW_k dW_k/dr, with
    dW/dr by forward-mode differentiation, scattered onto the pair's two atoms (and
    the strain).
