@@ -63,22 +63,14 @@ def _constant(name: str, like: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def _change_basis(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """matrix (9, 9) @ x (9, L). A matrix product in eager mode; in a compiled graph a broadcast
-    multiply-add, which inductor fuses with its neighbours instead of calling a K = 9 GEMM."""
-    if torch.compiler.is_compiling():
-        return (matrix.unsqueeze(-1) * x.unsqueeze(0)).sum(1)
-    return matrix @ x
-
-
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """Coefficients (9, N, C) -> Cartesian channels-last (3, 3, N*C)."""
-    return _change_basis(basis_matrix(x).T, x.reshape(9, -1)).view(3, 3, -1)
+    return (basis_matrix(x).T @ x.reshape(9, -1)).view(3, 3, -1)
 
 
 def _from_channels_last(m: torch.Tensor, n: int, c: int) -> torch.Tensor:
     """Cartesian channels-last (3, 3, N*C) -> coefficients (9, N, C)."""
-    return _change_basis(basis_matrix(m), m.reshape(9, -1)).view(9, n, c)
+    return (basis_matrix(m) @ m.reshape(9, -1)).view(9, n, c)
 
 
 def _matmul3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
