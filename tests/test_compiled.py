@@ -28,9 +28,9 @@ def test_tangent_pass_equals_forward_mode():
     builder = model.geometry
     basis, envelope = builder.radial(lengths)
     derivatives = builder.radial_derivative(lengths)
-    networks = model.radial_networks()
+    networks = [network for network, _ in model.radial_networks()]
     for network in networks + [_NotSequential(networks[0])]:  # explicit propagation and the jvp fallback
-        tangent_pass = compiled._TangentPass(network, basis, envelope)
+        tangent_pass = compiled._TangentPass(network, basis, envelope, basis.shape[1])
 
         def weights(r, network=network):
             basis, envelope = builder.radial(r)

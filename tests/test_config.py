@@ -72,6 +72,6 @@ def test_stress_needs_a_cell():
 def test_mixed_stack_config_round_trips():
     config = {"elements": [1, 6], "channels": 8, "layers": 3, "family": ["tensornet", "e3nn", "tensornet"]}
     model = molsym.Potential.from_config(config)
-    assert model.forms == ["cartesian", "sh", "cartesian"]
+    assert [form.kind for form in model.feature_forms] == ["cartesian", "cartesian", "spherical", "cartesian"]
     again = molsym.Potential.from_config(model.config)
     assert again.config == model.config

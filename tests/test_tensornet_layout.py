@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from molsym.nn.interactions import tensornet as tn
-from molsym.nn.interactions.base import ModelSettings
+from molsym.nn.interactions.tensornet import TensorNetSettings
 from molsym.o3.cartesian import decompose
 
 
@@ -50,7 +50,7 @@ def test_partwise_linear_mixes_each_part():
 
 
 def test_pair_table_matches_pair_mix():
-    emb = tn.TensorNetEmbedding(ModelSettings(num_elements=3, channels=4, num_radial=5)).double()
+    emb = tn.TensorNetEmbedding(TensorNetSettings(channels=4, num_radial=5), num_elements=3).double()
     z = emb.element_embedding.weight
     table = emb.pair_table()
     for a in range(3):

@@ -1,28 +1,77 @@
-"""Model configuration: defaults, validation and the explicit table of families."""
+"""Model configuration: defaults, validation, per-layer settings and the explicit table of families.
+
+A model config is plain data (YAML, checkpoints)::
+
+    {"elements": [1, 6, 7, 8],              # required: atomic numbers
+     "family": "tensornet",                 # a name for every layer, or one entry per layer:
+     #   ["tensornet", {"family": "e3nn", "lmax": 3, "paths": "all"}]
+     "layers": 2,                           # (the length of a family list by default)
+     "cutoff": 4.5, "e0": None, "scale": 1.0, "shift": 0.0,   # model-level only
+     "channels": 128, "lmax": 2, "num_radial": 32, "radial_hidden": 64,
+     "avg_num_neighbors": 16.0}             # global layer defaults
+
+Every layer's settings are its family's frozen dataclass (``Family.settings``): a key takes
+the layer's own entry if it has one, else the model's global value, else the dataclass
+default. A top-level key that is not a model key must be declared by the family of at least
+one layer (e.g. ``{"family": "e3nn", "paths": "all"}``); a family ignores global keys it does
+not declare. Errors name the layer and the key, with the closest known key.
+"""
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from dataclasses import fields
+from typing import Any, NamedTuple
 
+from molsym.nn.forms import FeatureForm, check_conversion
 from molsym.nn.interactions.base import Family
 from molsym.nn.interactions.e3nn_conv import E3NN
 from molsym.nn.interactions.tensornet import TENSORNET
 
 FAMILIES: dict[str, Family] = {"tensornet": TENSORNET, "e3nn": E3NN}
 
-DEFAULTS: dict[str, Any] = {
+# keys of the whole model (not per layer)
+MODEL_DEFAULTS: dict[str, Any] = {
     "family": "tensornet",
-    "channels": 128,
     "layers": 2,
     "cutoff": 4.5,
-    "num_radial": 32,
-    "lmax": 2,
-    "radial_hidden": 64,
-    "avg_num_neighbors": 16.0,
     "e0": None,
     "scale": 1.0,
     "shift": 0.0,
 }
+# global layer defaults: a layer of a family that declares the key takes it unless it overrides it
+LAYER_DEFAULTS: dict[str, Any] = {
+    "channels": 128,
+    "lmax": 2,
+    "num_radial": 32,
+    "radial_hidden": 64,
+    "avg_num_neighbors": 16.0,
+}
+DEFAULTS: dict[str, Any] = {**MODEL_DEFAULTS, **LAYER_DEFAULTS}
 REQUIRED = ("elements",)
+
+
+class LayerSpec(NamedTuple):
+    """One layer of a model: its family, resolved settings, and the feature forms it takes
+    (after the core's conversion of the previous layer's output) and returns."""
+
+    family: Family
+    settings: Any
+    input_form: FeatureForm
+    output_form: FeatureForm
+
+
+def embedding_form(specs: list["LayerSpec"]) -> FeatureForm:
+    """The form of the initial features: the first layer's family embedding."""
+    return specs[0].family.embedding_form(specs[0].settings)
+
+
+def _family_keys(family: Family) -> list[str]:
+    return [f.name for f in fields(family.settings)]
+
+
+def _closest(key: str, known) -> str:
+    match = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _check_positive(config: dict, key: str, kind: type) -> None:
@@ -33,17 +82,82 @@ def _check_positive(config: dict, key: str, kind: type) -> None:
         raise ValueError(f"model config: {key!r} must be positive, got {value!r}")
 
 
+def _layer_entries(config: dict) -> list[tuple[str, dict]]:
+    """(family name, the layer's own keys) per layer; validates names and the layer count."""
+    family, layers = config["family"], config["layers"]
+    entries = [family] * layers if isinstance(family, str) else family
+    if not isinstance(entries, (list, tuple)) or len(entries) != layers:
+        raise ValueError(
+            f"model config: 'family' must be a name or a list of {layers} entries (one per layer), got {family!r}"
+        )
+    out = []
+    for index, entry in enumerate(entries, start=1):
+        if isinstance(entry, dict):
+            entry = dict(entry)
+            name = entry.pop("family", None)
+            if name is None:
+                raise ValueError(f"model config: layer {index}: a per-layer mapping needs a 'family' key, got {entry!r}")
+        else:
+            name, entry = entry, {}
+        if not isinstance(name, str) or name not in FAMILIES:
+            raise ValueError(f"model config: layer {index}: unknown family {name!r}"
+                             f"{_closest(str(name), FAMILIES)}; available: {sorted(FAMILIES)}")
+        out.append((name, entry))
+    return out
+
+
+def layer_specs(config: dict) -> list[LayerSpec]:
+    """The family, settings and feature forms of every layer of a normalised config.
+
+    Raises ValueError naming the layer for unknown keys, invalid values, and consecutive
+    layers whose forms do not convert without loss (``molsym.nn.forms``).
+    """
+    specs, form = [], None
+    for index, (name, own) in enumerate(_layer_entries(config), start=1):
+        family = FAMILIES[name]
+        keys = _family_keys(family)
+        unknown = [k for k in own if k not in keys]
+        if unknown:
+            key = unknown[0]
+            raise ValueError(f"model config: layer {index} ({name}): unknown key {key!r}{_closest(key, keys)}; "
+                             f"a {name} layer takes {keys}")
+        values = {k: own[k] if k in own else config[k] for k in keys if k in own or k in config}
+        try:
+            settings = family.settings(**values)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"model config: layer {index} ({name}): {error}") from None
+        if form is None:
+            form = family.embedding_form(settings)
+        wanted = family.input_form(settings, form)
+        check_conversion(form, wanted, f"model config: layer {index} ({name})")
+        output = family.output_form(settings, wanted)
+        specs.append(LayerSpec(family, settings, wanted, output))
+        form = output
+    return specs
+
+
 def normalise_config(config: dict) -> dict:
-    """Fill defaults and validate a model config; returns a new dict (plain data only)."""
+    """Fill defaults and validate a model config; returns a new dict (plain data only).
+
+    Layer settings are validated here too (:func:`layer_specs`), so every error surfaces
+    before a model is built.
+    """
     if not isinstance(config, dict):
         raise TypeError(f"model config must be a dict, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(DEFAULTS) - set(REQUIRED))
-    if unknown:
-        raise ValueError(f"model config: unknown key(s) {unknown}; known keys are {sorted(set(DEFAULTS) | set(REQUIRED))}")
     missing = [k for k in REQUIRED if k not in config]
     if missing:
         raise ValueError(f"model config: missing required key(s) {missing}")
     out = {**DEFAULTS, **config}
+    if isinstance(out["family"], (list, tuple)) and "layers" not in config:
+        out["layers"] = len(out["family"])
+    _check_positive(out, "layers", int)
+    entries = _layer_entries(out)
+    declared = {k for name, _ in entries for k in _family_keys(FAMILIES[name])}
+    unknown = sorted(set(config) - set(DEFAULTS) - set(REQUIRED) - declared)
+    if unknown:
+        known = set(DEFAULTS) | set(REQUIRED) | declared
+        raise ValueError(f"model config: unknown key {unknown[0]!r}{_closest(unknown[0], known)}; "
+                         f"known keys for these layers are {sorted(known)}")
     elements = out["elements"]
     if (not isinstance(elements, (list, tuple)) or not elements
             or not all(isinstance(z, int) and not isinstance(z, bool) and 1 <= z <= 118 for z in elements)):
@@ -51,7 +165,7 @@ def normalise_config(config: dict) -> dict:
     if len(set(elements)) != len(elements):
         raise ValueError(f"model config: 'elements' has duplicates: {elements!r}")
     out["elements"] = sorted(int(z) for z in elements)
-    for key in ("channels", "layers", "num_radial", "radial_hidden"):
+    for key in ("channels", "num_radial", "radial_hidden"):
         _check_positive(out, key, int)
     for key in ("cutoff", "avg_num_neighbors", "scale"):
         _check_positive(out, key, float)
@@ -59,17 +173,8 @@ def normalise_config(config: dict) -> dict:
     if isinstance(out["lmax"], bool) or not isinstance(out["lmax"], int) or out["lmax"] < 0:
         raise ValueError(f"model config: 'lmax' must be an integer >= 0, got {out['lmax']!r}")
     out["shift"] = float(out["shift"])
-    families = out["family"]
-    if isinstance(families, str):
-        families = [families] * out["layers"]
-    if not isinstance(families, (list, tuple)) or len(families) != out["layers"]:
-        raise ValueError(
-            f"model config: 'family' must be a name or a list of {out['layers']} names (one per layer), got {out['family']!r}"
-        )
-    for name in families:
-        if name not in FAMILIES:
-            raise ValueError(f"model config: unknown family {name!r}; available: {sorted(FAMILIES)}")
-    out["family"] = out["family"] if isinstance(out["family"], str) else list(families)
+    if not isinstance(out["family"], str):
+        out["family"] = [dict(e) if isinstance(e, dict) else e for e in out["family"]]
     if out["e0"] is not None:
         e0 = out["e0"]
         if not isinstance(e0, dict):
@@ -79,12 +184,5 @@ def normalise_config(config: dict) -> dict:
         if extra:
             raise ValueError(f"model config: 'e0' has elements {extra} that are not in 'elements'")
         out["e0"] = e0
+    layer_specs(out)
     return out
-
-
-def layer_families(config: dict) -> list[Family]:
-    """The Family of each layer of a normalised config."""
-    names = config["family"]
-    if isinstance(names, str):
-        names = [names] * config["layers"]
-    return [FAMILIES[name] for name in names]

@@ -120,7 +120,7 @@ class _RadialAhead:
     def __init__(self, model, lengths: torch.Tensor, worker: ThreadPoolExecutor | None):
         builder = model.geometry
         basis, envelope = builder.radial(lengths)
-        passes = [_TangentPass(network, basis, envelope) for network in model.radial_networks()]
+        passes = [_TangentPass(network, basis[:, :k], envelope, k) for network, k in model.radial_networks()]
         self._derivative_inputs = lambda: builder.radial_derivative(lengths)
         self._pending = None
         if worker is None or len(passes) == 0:
@@ -138,7 +138,7 @@ class _RadialAhead:
 
     def _derivatives(self, passes) -> list[torch.Tensor]:
         basis_derivative, envelope_derivative = self._derivative_inputs()
-        return [p.derivative(basis_derivative, envelope_derivative) for p in passes]
+        return [p.derivative(basis_derivative[:, :p.num_radial], envelope_derivative) for p in passes]
 
     def derivatives(self) -> list[torch.Tensor]:
         if self._pending is not None:
@@ -159,9 +159,9 @@ class _TangentPass:
     the activations of the value pass; other networks by ``torch.func.jvp``.
     """
 
-    def __init__(self, network: nn.Module, basis: torch.Tensor, envelope: torch.Tensor):
-        """basis (P, R) and envelope (P,) of the pair lengths."""
-        self.network = network
+    def __init__(self, network: nn.Module, basis: torch.Tensor, envelope: torch.Tensor, num_radial: int):
+        """basis (P, num_radial) and envelope (P,) of the pair lengths."""
+        self.network, self.num_radial = network, num_radial
         self.basis, self.envelope = basis, envelope.unsqueeze(-1)
         layers = list(network) if isinstance(network, nn.Sequential) else [network]
         self.layers = layers if all(isinstance(layer, (nn.Linear, nn.SiLU)) for layer in layers) else None
@@ -201,7 +201,7 @@ def _energy_and_gradients(model, positions, strain, weights, shift, edge_index, 
                           with_stress: bool):
     """Energy (B,), atomic energies (N,) and dE/d positions (N, 3), dE/d strain (B, 3, 3) (zeros
     without stress) and dE/dW for the radial weights W (given, held fixed in r)."""
-    networks = model.radial_networks()
+    networks = [network for network, _ in model.radial_networks()]
 
     def total_energy(pos, eps, ws):
         graph = {K.POSITIONS: pos, K.EDGE_SHIFT: shift, K.EDGE_INDEX: edge_index, K.CELL: cell, K.BATCH: batch}

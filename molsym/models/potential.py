@@ -6,27 +6,10 @@ from torch import nn
 
 from molsym.data import keys as K
 from molsym.heads.energy import EnergyReadout
-from molsym.models.builder import layer_families, normalise_config
+from molsym.models.builder import embedding_form, layer_specs, normalise_config
+from molsym.nn.forms import FormConverter
 from molsym.nn.geometry import GeometryBuilder
-from molsym.nn.interactions.base import ModelSettings
 from molsym.nn.scatter import scatter_sum
-from molsym.o3.cartesian import irreps_to_sh_layout, sh_layout_to_irreps
-
-
-def convert_features(features: torch.Tensor, source: str, target: str, lmax: int) -> torch.Tensor:
-    """Exact change of feature form between families: "cartesian" <-> "sh" (N, (L+1)^2, C).
-
-    "cartesian" features are rank-2 tensors held by their 0e + 1o + 2e coefficients
-    (``molsym.o3.cartesian``), component-major (9, N, C). Degrees l <= 2 map one to one
-    (0e, 1o, 2e); sh -> cartesian drops l > 2, cartesian -> sh fills l > 2 with zeros.
-    """
-    if source == target:
-        return features
-    if source == "cartesian" and target == "sh":
-        return irreps_to_sh_layout(features.permute(1, 2, 0), lmax)
-    if source == "sh" and target == "cartesian":
-        return sh_layout_to_irreps(features).permute(2, 0, 1).contiguous()
-    raise ValueError(f"no conversion from feature form {source!r} to {target!r}")
 
 
 class Potential(nn.Module):
@@ -43,30 +26,37 @@ class Potential(nn.Module):
         config = normalise_config(config)
         self.config = config
         elements = config["elements"]
-        settings = ModelSettings(
-            num_elements=len(elements),
-            channels=config["channels"],
-            num_radial=config["num_radial"],
-            cutoff=config["cutoff"],
-            lmax=config["lmax"],
-            radial_hidden=config["radial_hidden"],
-            avg_num_neighbors=config["avg_num_neighbors"],
-        )
+        specs = layer_specs(config)
         table = torch.full((119,), -1, dtype=torch.long)
         table[torch.tensor(elements)] = torch.arange(len(elements))
         self.register_buffer("species_of_z", table, persistent=False)
-        families = layer_families(config)
-        self.forms = [f.form for f in families]
-        self.geometry = GeometryBuilder(config["cutoff"], config["num_radial"])
-        self.embedding = families[0].embedding(settings)
-        self.interactions = nn.ModuleList(f.interaction(settings) for f in families)
-        self.invariants = families[-1].invariants(settings)
-        self.readout = EnergyReadout(config["channels"], len(elements))
-        if config["e0"]:
-            for z, value in config["e0"].items():
-                self.readout.e0[elements.index(z)] = value
+        num_radial = max(getattr(spec.settings, "num_radial", 1) for spec in specs)
+        self.geometry = GeometryBuilder(config["cutoff"], num_radial)
+        first, last = specs[0], specs[-1]
+        self.embedding = first.family.embedding(first.settings, len(elements))
+        form = embedding_form(specs)
+        converters = []
+        for index, spec in enumerate(specs, start=1):
+            converters.append(FormConverter(form, spec.input_form, f"layer {index} ({spec.family.name})"))
+            form = spec.output_form
+        # parameter-free where the forms agree or convert exactly; a learned channel map otherwise
+        self.converters = nn.ModuleList(converters)
+        self.interactions = nn.ModuleList(spec.family.interaction(spec.settings, spec.input_form) for spec in specs)
+        self.feature_forms = [embedding_form(specs)] + [spec.output_form for spec in specs]
+        self.invariants = last.family.invariants(last.settings, last.output_form)
+        self.readout = EnergyReadout(self.invariants.channels, len(elements))
+        self._set_e0(config["e0"] or {})
         self.readout.scale.fill_(config["scale"])
         self.readout.shift.fill_(config["shift"])
+
+    def _set_e0(self, e0: dict[int, float]) -> None:
+        """Write per-element E0 (eV, by atomic number) into the readout and the config."""
+        for z, value in e0.items():
+            if z not in self.elements:
+                raise ValueError(f"E0 given for element {z}, which is not in this model ({self.elements})")
+            self.readout.e0[self.elements.index(z)] = float(value)
+        if e0:
+            self.config["e0"] = {**(self.config["e0"] or {}), **{int(z): float(v) for z, v in e0.items()}}
 
     @classmethod
     def from_config(cls, config: dict) -> "Potential":
@@ -98,11 +88,7 @@ class Potential(nn.Module):
                              shift: float | None = None) -> None:
         """Set per-element E0 (eV, by atomic number), the energy scale and shift (eV)."""
         if e0:
-            for z, value in e0.items():
-                if z not in self.elements:
-                    raise ValueError(f"E0 given for element {z}, which is not in this model ({self.elements})")
-                self.readout.e0[self.elements.index(z)] = float(value)
-                self.config["e0"] = {**(self.config["e0"] or {}), int(z): float(value)}
+            self._set_e0(e0)
         if scale is not None:
             if not scale > 0:
                 raise ValueError(f"scale must be positive, got {scale}")
@@ -112,8 +98,9 @@ class Potential(nn.Module):
             self.readout.shift.fill_(float(shift))
             self.config["shift"] = float(shift)
 
-    def radial_networks(self) -> list[nn.Module]:
-        """The interactions' radial networks evaluated through ``EdgeGeometry.pair_weights``."""
+    def radial_networks(self) -> list:
+        """The interactions' radial networks (``RadialNetwork``: network, num_radial) evaluated
+        through ``EdgeGeometry.pair_weights``."""
         return [network for layer in self.interactions for network in layer.radial_networks()]
 
     def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -121,13 +108,9 @@ class Potential(nn.Module):
 
     def evaluate(self, species: torch.Tensor, geometry, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Energies from element indices (N,), an :class:`EdgeGeometry` and the graph (batch, cell)."""
-        lmax = self.config["lmax"]
         features = self.embedding(species, geometry, graph)
-        form = self.forms[0]
-        for layer_form, interaction in zip(self.forms, self.interactions):
-            features = convert_features(features, form, layer_form, lmax)
-            form = layer_form
-            features = interaction(features, geometry, graph)
+        for convert, interaction in zip(self.converters, self.interactions):
+            features = interaction(convert(features), geometry, graph)
         atomic = self.readout(self.invariants(features), species)
         num_graphs = graph[K.CELL].shape[0]
         energy = scatter_sum(atomic, graph[K.BATCH], num_graphs)

@@ -129,8 +129,9 @@ class EdgeGeometry:
             self._directed_index = torch.cat((self.pair_index, self.pair_index.flip(0)), dim=1)
         return self._directed_index
 
-    def pair_weights(self, network: nn.Module) -> torch.Tensor:
-        """Radial weights of the pair rows: network(pair_radial) * pair_envelope, shape (P, K).
+    def pair_weights(self, network: nn.Module, num_radial: int | None = None) -> torch.Tensor:
+        """Radial weights of the pair rows: network(basis) * pair_envelope, shape (P, K), where
+        basis is the first ``num_radial`` functions of ``pair_radial`` (all when None).
 
         Weights computed ahead for this network (``ahead``: {network: (P, K) tensor}) are used
         as given; the caller then owns their dependence on the lengths
@@ -138,8 +139,21 @@ class EdgeGeometry:
         """
         weights = self._ahead.get(network)
         if weights is None:
-            return network(self.pair_radial) * self.pair_envelope.unsqueeze(-1)
+            basis = self.pair_radial
+            if num_radial is not None and num_radial < basis.shape[-1]:
+                basis = basis[:, :num_radial]
+            return network(basis) * self.pair_envelope.unsqueeze(-1)
         return weights
+
+    def per_edge(self, values: torch.Tensor, odd: bool = False) -> torch.Tensor:
+        """Pair-row values (P, ...) -> (E, ...) in the order of ``edge_index`` (sign-flipped on
+        reversed edges if ``odd``)."""
+        if not self.symmetric:
+            return values
+        out = values.index_select(0, self._edge_row)
+        if odd:
+            out = out * self._edge_sign.view((-1,) + (1,) * (values.dim() - 1))
+        return out
 
     def directed(self, values: torch.Tensor, odd: bool = False) -> torch.Tensor:
         """Pair-row values (P, ...) -> (D, ...) in the order of ``directed_index``.
@@ -158,9 +172,7 @@ class EdgeGeometry:
             return values
         out = self._cache.get(name)
         if out is None:
-            out = values.index_select(0, self._edge_row)
-            if odd:
-                out = out * self._edge_sign.unsqueeze(-1)
+            out = self.per_edge(values, odd)
             self._cache[name] = out
         return out
 

@@ -1,55 +1,59 @@
-"""The interaction protocol shared by every family.
+"""The protocol every interaction family follows, and the validation of its settings.
 
-A family is three modules built from one :class:`ModelSettings`:
+A family (:class:`Family`) is one file under ``molsym/nn/interactions/`` that declares
 
-* ``embedding(species, geometry, graph) -> features``: element indices (N,)
-  to the family's initial node features;
-* ``interaction(features, geometry, graph) -> features``: one message-passing
-  layer;
-* ``invariants(features) -> (N, channels)``: rotation-invariant node scalars
-  for the readout.
+* ``settings``: a frozen dataclass of the keys a layer of this family reads, with
+  defaults and validation in ``__post_init__`` (see :func:`check_positive_int` and
+  friends); the model config's global keys are defaults that a per-layer entry
+  overrides (``molsym.models.builder``);
+* ``input_form(settings, previous) -> FeatureForm``: the feature form the layer takes,
+  given the form the layer before it produced (``molsym.nn.forms``: the core converts
+  ``previous`` into it, exactly or by a learned map, or refuses);
+* ``output_form(settings, input_form) -> FeatureForm``: the form the layer returns;
+* ``embedding_form(settings) -> FeatureForm`` and ``embedding(settings, num_elements)``:
+  element indices (N,) -> initial features of that form (used when the family's layer
+  comes first);
+* ``interaction(settings, input_form)``: one message-passing layer
+  (:class:`Interaction`), ``forward(features, geometry, graph) -> features``, with
+  ``output_form``;
+* ``invariants(settings, form)``: features -> rotation-invariant node scalars (N, channels)
+  for the energy readout, with ``channels`` (used when the family's layer comes last).
 
-Features keep the family's natural form, named by ``Family.form``:
-``"cartesian"`` is rank-2 tensors X = I + A + S held by their 9 coefficients in the
-orthonormal 0e + 1o + 2e basis of ``molsym.o3.cartesian``, shape (9, N, C)
-(component-major); ``"sh"`` is spherical-harmonic
-coefficients (N, (lmax+1)^2, C) with parity (-1)^l. The core converts between
-forms exactly (``molsym.o3.cartesian``) so that families can be stacked.
+Adding a family is one such file and one line in the builder's table
+(``molsym.models.builder.FAMILIES``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 
+from molsym.nn.forms import FeatureForm
 from molsym.nn.geometry import EdgeGeometry
 
-FORMS = ("cartesian", "sh")
 
+class RadialNetwork(NamedTuple):
+    """A radial network that a layer evaluates through ``EdgeGeometry.pair_weights``:
+    it reads the first ``num_radial`` functions of the shared radial basis."""
 
-@dataclass(frozen=True)
-class ModelSettings:
-    """Hyper-parameters that every family reads (one place, no long argument lists)."""
-
-    num_elements: int
-    channels: int = 128
-    num_radial: int = 32
-    cutoff: float = 4.5
-    lmax: int = 2
-    radial_hidden: int = 64
-    avg_num_neighbors: float = 16.0
+    network: nn.Module
+    num_radial: int
 
 
 class Interaction(nn.Module):
     """One message-passing layer: ``forward(features, geometry, graph) -> features``.
 
-    A layer that weights edges by ``geometry.pair_weights(network)`` lists those radial
-    networks in :meth:`radial_networks`, so that their values and length derivatives
-    can be computed ahead of a compiled graph (``molsym.models.compiled``).
+    ``output_form`` (:class:`~molsym.nn.forms.FeatureForm`) describes what it returns. A
+    layer that weights edges by ``geometry.pair_weights(network, num_radial)`` lists those
+    networks in :meth:`radial_networks`, so that their values and length derivatives can be
+    computed ahead of a compiled graph (``molsym.models.compiled``).
     """
 
-    def radial_networks(self) -> list[nn.Module]:
+    output_form: FeatureForm
+
+    def radial_networks(self) -> list[RadialNetwork]:
         """Networks this layer evaluates through ``geometry.pair_weights``."""
         return []
 
@@ -59,14 +63,37 @@ class Interaction(nn.Module):
 
 @dataclass(frozen=True)
 class Family:
-    """An interaction family: its feature form and the classes that build its modules."""
+    """An interaction family: its settings and the constructors of its modules."""
 
     name: str
-    form: str
-    embedding: type
-    interaction: type
-    invariants: type
+    settings: type
+    input_form: Callable[[object, FeatureForm], FeatureForm]
+    output_form: Callable[[object, FeatureForm], FeatureForm]
+    embedding_form: Callable[[object], FeatureForm]
+    embedding: Callable
+    interaction: Callable
+    invariants: Callable
+    compiles: bool = True  # whether molsym.models.compiled can trace it (else eager fallback)
 
-    def __post_init__(self):
-        if self.form not in FORMS:
-            raise ValueError(f"family {self.name!r}: unknown feature form {self.form!r}, expected one of {FORMS}")
+
+# --- validation helpers for settings dataclasses -----------------------------------
+
+
+def check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name!r} must be a positive integer, got {value!r}")
+
+
+def check_non_negative_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name!r} must be an integer >= 0, got {value!r}")
+
+
+def check_positive_float(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name!r} must be a positive number, got {value!r}")
+
+
+def check_one_of(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name!r} must be one of {list(choices)}, got {value!r}")

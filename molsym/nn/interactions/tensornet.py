@@ -28,13 +28,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from molsym.nn.forms import CARTESIAN, FeatureForm
 from molsym.nn.geometry import EdgeGeometry
-from molsym.nn.interactions.base import Family, Interaction, ModelSettings
+from molsym.nn.interactions.base import Family, Interaction, RadialNetwork, check_positive_int
 from molsym.o3.cartesian import basis_matrix, irreps_basis
+
+
+@dataclass(frozen=True)
+class TensorNetSettings:
+    """Keys of a TensorNet layer: ``channels`` (C, tensors per atom) and ``num_radial`` (radial
+    basis functions its radial networks read)."""
+
+    channels: int = 128
+    num_radial: int = 32
+
+    def __post_init__(self):
+        check_positive_int("channels", self.channels)
+        check_positive_int("num_radial", self.num_radial)
+
+
+def tensornet_form(settings: TensorNetSettings, previous: FeatureForm | None = None) -> FeatureForm:
+    """A TensorNet layer (and its embedding) takes and returns C channels of 0e + 1o + 2e in the
+    cartesian form, whatever came before."""
+    return FeatureForm.cartesian(settings.channels)
 
 # sizes of the parts (I, A, S) in the 9 coefficients, in order
 _SIZES = (1, 3, 5)
@@ -229,11 +250,12 @@ class TensorNetEmbedding(nn.Module):
     built once per forward from ``pair_mix`` (same parameters, same values).
     """
 
-    def __init__(self, settings: ModelSettings):
+    def __init__(self, settings: TensorNetSettings, num_elements: int):
         super().__init__()
         c = settings.channels
-        self.channels = c
-        self.element_embedding = nn.Embedding(settings.num_elements, c)
+        self.channels, self.num_radial = c, settings.num_radial
+        self.output_form = FeatureForm.cartesian(c)
+        self.element_embedding = nn.Embedding(num_elements, c)
         self.pair_mix = nn.Linear(2 * c, c)
         self.radial_projection = nn.Linear(settings.num_radial, 3 * c)
         self.norm = nn.LayerNorm(c)
@@ -253,7 +275,7 @@ class TensorNetEmbedding(nn.Module):
         table = self.pair_table()
         s = table.shape[0]
         pair = table.view(s * s, c).index_select(0, species.index_select(0, i) * s + species.index_select(0, j))
-        radial = geometry.pair_weights(self.radial_projection).view(-1, 3, c)
+        radial = geometry.pair_weights(self.radial_projection, self.num_radial).view(-1, 3, c)
         weights = geometry.directed(radial) * pair.unsqueeze(1)  # (D, 3, C)
         x = aggregate(edge_basis(geometry.directed(geometry.pair_unit, odd=True)), weights, i, n)  # (9, N, C)
         scalars = self.scalar_mlp(self.norm((x * x).sum(0))).view(n, 3, c)
@@ -264,10 +286,14 @@ class TensorNetInteraction(Interaction):
     """X -> X/(|X|^2+1); Y = mix(I, A, S); M_i = sum_j f(r_ij) (I_j, A_j, S_j) parts;
     P = Y M + M Y, normalised, decomposed, mixed -> dX; X' = X + dX + dX^2."""
 
-    def __init__(self, settings: ModelSettings):
+    def __init__(self, settings: TensorNetSettings, input_form: FeatureForm):
         super().__init__()
         c = settings.channels
-        self.channels = c
+        if input_form != FeatureForm.cartesian(c):
+            raise ValueError(f"a TensorNet layer of {c} channels takes {FeatureForm.cartesian(c).describe()}, "
+                             f"got {input_form.describe()}")
+        self.channels, self.num_radial = c, settings.num_radial
+        self.output_form = input_form
         self.radial_mlp = nn.Sequential(
             nn.Linear(settings.num_radial, c), nn.SiLU(),
             nn.Linear(c, 2 * c), nn.SiLU(),
@@ -276,8 +302,8 @@ class TensorNetInteraction(Interaction):
         self.mix_in = PartwiseLinear(c)
         self.mix_out = PartwiseLinear(c)
 
-    def radial_networks(self) -> list[nn.Module]:
-        return [self.radial_mlp]
+    def radial_networks(self) -> list[RadialNetwork]:
+        return [RadialNetwork(self.radial_mlp, self.num_radial)]
 
     def forward(self, features: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:
         """features (9, N, C) -> (9, N, C)."""
@@ -285,7 +311,7 @@ class TensorNetInteraction(Interaction):
         x = normalise(features)
         y = self.mix_in(x)
         i, j = geometry.directed_index
-        weights = geometry.directed(geometry.pair_weights(self.radial_mlp).view(-1, 3, c))  # (D, 3, C)
+        weights = geometry.directed(geometry.pair_weights(self.radial_mlp, self.num_radial).view(-1, 3, c))  # (D, 3, C)
         message = aggregate(y.split(_SIZES), weights, i, n, senders=j)
         d = self.mix_out(normalise(anticommutator(message, y)))
         return x + d + square(d)
@@ -294,9 +320,12 @@ class TensorNetInteraction(Interaction):
 class TensorNetInvariants(nn.Module):
     """X -> LayerNorm(|I|^2, |A|^2, |S|^2) -> Linear -> SiLU, shape (N, C)."""
 
-    def __init__(self, settings: ModelSettings):
+    def __init__(self, settings: TensorNetSettings, form: FeatureForm):
         super().__init__()
-        c = settings.channels
+        if form.kind != CARTESIAN:
+            raise ValueError(f"TensorNet invariants read the cartesian form, got {form.describe()}")
+        c = form.channels
+        self.channels = c
         self.norm = nn.LayerNorm(3 * c)
         self.linear = nn.Linear(3 * c, c)
         self.act = nn.SiLU()
@@ -309,7 +338,10 @@ class TensorNetInvariants(nn.Module):
 
 TENSORNET = Family(
     name="tensornet",
-    form="cartesian",
+    settings=TensorNetSettings,
+    input_form=tensornet_form,
+    output_form=tensornet_form,
+    embedding_form=tensornet_form,
     embedding=TensorNetEmbedding,
     interaction=TensorNetInteraction,
     invariants=TensorNetInvariants,
