@@ -15,13 +15,23 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MOLSYM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SHIPPED_3BPA = ROOT / "examples" / "data" / "3bpa_subset.xyz"
 
-# Small but complete models of every family and mixed stacks (float64 tests).
+# The registry of the common suite: small but complete models of every family and every mixed
+# stack (float64 tests). One entry here runs the physics (test_physics.py) and every path
+# (test_families.py: calculator, predict, checkpoint, compiled path, NVE) for it.
 MODEL_CONFIGS = {
     "tensornet": {"family": "tensornet", "channels": 16, "layers": 2, "num_radial": 8},
     "e3nn": {"family": "e3nn", "channels": 8, "layers": 2, "num_radial": 8, "lmax": 2},
     "e3nn_lmax3": {"family": "e3nn", "channels": 4, "layers": 1, "num_radial": 8, "lmax": 3},
+    "e3nn_all_paths": {"family": "e3nn", "channels": 4, "layers": 2, "num_radial": 8, "lmax": 2, "paths": "all",
+                       "radial_hidden": 16},
+    # mixed stacks
     "tensornet+e3nn": {"family": ["tensornet", "e3nn"], "channels": 8, "layers": 2, "num_radial": 8},
     "e3nn+tensornet": {"family": ["e3nn", "tensornet"], "channels": 8, "layers": 2, "num_radial": 8},
+    "tensornet+e3nn_lmax3": {"family": ["tensornet", {"family": "e3nn", "lmax": 3, "channels": 4}],
+                             "channels": 8, "num_radial": 8, "radial_hidden": 16},
+    "tensornet_per_layer": {"family": [{"family": "tensornet", "num_radial": 4},
+                                       {"family": "tensornet", "channels": 8}],
+                            "channels": 12, "num_radial": 8},
 }
 ELEMENTS = [1, 6, 7, 8, 29]
 

@@ -106,11 +106,16 @@ class Potential(nn.Module):
     def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.evaluate(self.species(graph[K.ATOMIC_NUMBERS]), self.geometry(graph), graph)
 
-    def evaluate(self, species: torch.Tensor, geometry, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Energies from element indices (N,), an :class:`EdgeGeometry` and the graph (batch, cell)."""
+    def node_features(self, species: torch.Tensor, geometry, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Final node features, of form ``feature_forms[-1]`` (``molsym.nn.forms``)."""
         features = self.embedding(species, geometry, graph)
         for convert, interaction in zip(self.converters, self.interactions):
             features = interaction(convert(features), geometry, graph)
+        return features
+
+    def evaluate(self, species: torch.Tensor, geometry, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Energies from element indices (N,), an :class:`EdgeGeometry` and the graph (batch, cell)."""
+        features = self.node_features(species, geometry, graph)
         atomic = self.readout(self.invariants(features), species)
         num_graphs = graph[K.CELL].shape[0]
         energy = scatter_sum(atomic, graph[K.BATCH], num_graphs)
