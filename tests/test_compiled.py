@@ -1,6 +1,9 @@
 """The compiled inference path and its pieces: radial derivatives, thread policy, agreement with eager."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
 import numpy as np
 import pytest
 import torch
@@ -66,8 +69,33 @@ def test_small_graphs_run_on_one_thread_and_the_count_is_restored():
     assert torch.get_num_threads() == before
 
 
-def test_keep_freed_memory_sets_glibc_thresholds():
-    assert isinstance(keep_freed_memory(), bool)
+class _MallInfo2(ctypes.Structure):
+    """glibc's struct mallinfo2 (glibc >= 2.33): sizes in bytes."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def test_keep_freed_memory_serves_16_mib_blocks_from_the_heap_and_keeps_them():
+    """With the thresholds set, a 16 MiB block comes from the heap, not a fresh mmap (glibc's
+    default threshold is 128 KiB), and freeing it leaves the memory mapped for reuse."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    if not keep_freed_memory() or not hasattr(libc, "mallinfo2"):
+        pytest.skip("not glibc >= 2.33")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+    libc.free.argtypes = (ctypes.c_void_p,)
+    libc.mallinfo2.restype = _MallInfo2
+    size = 16 << 20
+    before = libc.mallinfo2()
+    block = libc.malloc(size)
+    assert block
+    ctypes.memset(block, 1, size)
+    during = libc.mallinfo2()
+    libc.free(block)
+    after = libc.mallinfo2()
+    assert during.hblkhd - before.hblkhd < size, "the block was mmapped: the mmap threshold is not set"
+    assert after.fordblks >= size, "the freed block was returned to the kernel: the trim threshold is not set"
 
 
 def _assert_matches_eager(runner, model, graph, stress=False):

@@ -319,7 +319,14 @@ def test_zero_volume_periodic_cell_rejected(cell, message):
 
 
 def test_zero_cell_is_fine_without_pbc():
+    """A molecule needs no cell: a zero cell without pbc passes and gives the molecule's edges."""
     validate_structure(np.zeros((2, 3)), np.zeros((3, 3)), [False, False, False])
+    atoms = ethanol()
+    atoms.set_cell(np.zeros((3, 3)))
+    atoms.pbc = False
+    graph = from_ase(atoms, CUTOFF)
+    assert torch.count_nonzero(graph[K.EDGE_SHIFT]) == 0
+    assert graph[K.EDGE_INDEX].shape[1] == len(atoms) * (len(atoms) - 1)  # every pair within 5 Å
 
 
 def test_invalid_cutoff_rejected():

@@ -20,6 +20,7 @@ from molsym.data.readers import (
     AseDbDataset,
     AtomsDataset,
     LinearReference,
+    isolated_atom_reference,
     TargetSpec,
     compute_statistics,
     fit_linear_reference,
@@ -186,7 +187,7 @@ def energy_reference(data: dict, train: Dataset, elements: list[int]) -> LinearR
         samples = iter_samples(SampleView(train), data["statistics_structures"])
         return fit_linear_reference(samples, elements)
     if Path(e0).suffix.lower() in ISOLATED_ATOM_SUFFIXES:
-        return LinearReference.from_isolated_atoms(e0, energy_key=data["energy_key"] or "energy")
+        return isolated_atom_reference(e0, energy_key=data["energy_key"] or "energy")
     return LinearReference.load(e0)
 
 

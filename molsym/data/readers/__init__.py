@@ -12,7 +12,7 @@ from molsym.data.readers.oc20_synthetic import oc20_synthetic_frames, write_oc20
 from molsym.data.readers.references import LinearReference
 from molsym.data.readers.sample import Sample, sample_from_atoms, to_graph
 from molsym.data.readers.stats import DataStatistics, compute_statistics, fit_linear_reference, iter_samples
-from molsym.data.readers.targets import TargetError, TargetSpec
+from molsym.data.readers.targets import TargetError, TargetSpec, isolated_atom_reference
 
 __all__ = [
     "AseDbDataset",
@@ -25,6 +25,7 @@ __all__ = [
     "compute_statistics",
     "connect_readonly",
     "fit_linear_reference",
+    "isolated_atom_reference",
     "iter_samples",
     "oc20_synthetic_frames",
     "parse_s2ef_log",

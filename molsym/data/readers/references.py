@@ -15,8 +15,6 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from molsym.data.readers.targets import TargetError
-
 
 @dataclass(frozen=True, eq=False)
 class LinearReference:
@@ -37,12 +35,12 @@ class LinearReference:
         """(1,) eV: the sum of e[Z] over ``numbers`` ((n,) atomic numbers)."""
         numbers = np.asarray(numbers, dtype=np.int64).reshape(-1)
         if numbers.size and numbers.max() >= len(self.energies):
-            raise TargetError(f"{where}: no reference energy for element Z={int(numbers.max())} "
+            raise ValueError(f"{where}: no reference energy for element Z={int(numbers.max())} "
                               f"(the table stops at Z={len(self.energies) - 1})")
         values = self.energies[numbers]
         unknown = sorted(set(numbers[np.isnan(values)].tolist()))
         if unknown:
-            raise TargetError(f"{where}: no reference energy for elements Z={unknown}")
+            raise ValueError(f"{where}: no reference energy for elements Z={unknown}")
         return np.array([values.sum()])
 
     def as_dict(self) -> dict[int, float]:
@@ -96,34 +94,6 @@ class LinearReference:
                 return cls(np.asarray(content, dtype=np.float64))
             raise ValueError(f"{path}: expected a list indexed by Z or a mapping element -> eV; pass key=...")
         raise ValueError(f"{path}: unknown reference table format '{suffix}' (use .npz, .yaml or .json)")
-
-    @classmethod
-    def from_isolated_atoms(cls, frames, energy_key: str = "energy") -> "LinearReference":
-        """E0 from single-atom structures (an extxyz path or ``ase.Atoms`` list).
-
-        Each frame holds one atom and its energy, read like any target (stored
-        calculator first, then ``info[energy_key]``); e.g. ``3bpa/iso_atoms.xyz``.
-        """
-        from molsym.data.readers.targets import TargetSpec, read_targets
-
-        name = str(frames) if isinstance(frames, (str, Path)) else "isolated atoms"
-        if isinstance(frames, (str, Path)):
-            import ase.io
-
-            frames = ase.io.read(frames, index=":")
-        spec = TargetSpec(energy=energy_key, forces=None, stress=None, hessian=None, required=("energy",))
-        table = {}
-        for index, atoms in enumerate(frames):
-            where = f"{name}, frame {index}"
-            if len(atoms) != 1:
-                raise ValueError(f"{where}: an isolated-atom frame must hold one atom, got {len(atoms)}")
-            results = atoms.calc.results if atoms.calc is not None else {}
-            target = read_targets([results, atoms.info], atoms.numbers, atoms.cell.array, spec, where)
-            z = int(atoms.numbers[0])
-            if z in table:
-                raise ValueError(f"{where}: element Z={z} appears twice")
-            table[z] = float(target["energy"][0])
-        return cls.from_dict(table)
 
 
 def element_counts(numbers_list: Iterable, num_elements: int = 119) -> np.ndarray:

@@ -24,14 +24,13 @@ semantics: fixed atoms keep their computed forces, and losses mask them with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Sequence
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from molsym.data import keys as K
-
-if TYPE_CHECKING:
-    from molsym.data.readers.references import LinearReference
+from molsym.data.readers.references import LinearReference
 
 # Any stress component above this (eV/Å³, about 1600 GPa) almost surely means other units (GPa, kbar).
 _MAX_PLAUSIBLE_STRESS = 10.0
@@ -269,4 +268,33 @@ def _subtract_references(out, sources, numbers, spec: TargetSpec, where: str) ->
             raise TargetError(f"{where}: reference energy '{spec.reference_key}' not found, cannot subtract it")
         out[K.ENERGY] = out[K.ENERGY] - _as_energy(reference, 0, where, spec.reference_key)
     if spec.linear_reference is not None:
-        out[K.ENERGY] = out[K.ENERGY] - spec.linear_reference.energy(numbers, where)
+        try:
+            out[K.ENERGY] = out[K.ENERGY] - spec.linear_reference.energy(numbers, where)
+        except ValueError as error:
+            raise TargetError(str(error)) from None
+
+
+def isolated_atom_reference(frames, energy_key: str = "energy") -> LinearReference:
+    """E0 from single-atom structures (an extxyz path or ``ase.Atoms`` list), e.g. ``3bpa/iso_atoms.xyz``.
+
+    Each frame holds one atom and its energy (eV), read like any target (stored calculator
+    first, then ``info[energy_key]``).
+    """
+    name = str(frames) if isinstance(frames, (str, Path)) else "isolated atoms"
+    if isinstance(frames, (str, Path)):
+        import ase.io
+
+        frames = ase.io.read(frames, index=":")
+    spec = TargetSpec(energy=energy_key, forces=None, stress=None, hessian=None, required=("energy",))
+    table = {}
+    for index, atoms in enumerate(frames):
+        where = f"{name}, frame {index}"
+        if len(atoms) != 1:
+            raise ValueError(f"{where}: an isolated-atom frame must hold one atom, got {len(atoms)}")
+        results = atoms.calc.results if atoms.calc is not None else {}
+        target = read_targets([results, atoms.info], atoms.numbers, atoms.cell.array, spec, where)
+        z = int(atoms.numbers[0])
+        if z in table:
+            raise ValueError(f"{where}: element Z={z} appears twice")
+        table[z] = float(target["energy"][0])
+    return LinearReference.from_dict(table)
