@@ -13,8 +13,8 @@ median wall time per call.
 
 What each column times:
 - molsym: ``energy_forces_stress(model, graph)`` on a prebuilt graph dict
-  (neighbour list not included). It picks its intra-op threads itself
-  (``molsym.models.threads``: one for graphs under 4096 edges, else ``--threads``).
+  (neighbour list not included), under the package's thread policy as ``predict`` and the
+  calculator run it (``molsym.models.threads``: one for graphs under 4096 edges, else ``--threads``).
 - molsym compiled: ``CompiledPotential(model)(graph)`` (``molsym.models.compiled``),
   energy and forces, after the compilation of the first call of each dtype.
 - molsym + NL: ``from_ase`` (vesin neighbour list) + ``collate`` + cast, then
@@ -57,11 +57,12 @@ from torchmdnet_model import TorchMDNet  # noqa: E402
 import molsym  # noqa: E402
 from molsym.data.graph import collate, from_ase, to_device  # noqa: E402
 from molsym.models.derivatives import energy_forces_stress  # noqa: E402
+from molsym.models.dtypes import DTYPES  # noqa: E402
+from molsym.models.threads import policy_threads  # noqa: E402
 
 WIDTH, LAYERS, CUTOFF, NUM_RBF = 128, 2, 4.5, 32
 SIZE = (WIDTH, LAYERS, CUTOFF, NUM_RBF)
 ELEMENTS = [1, 6, 7, 8]
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # --- machine load -------------------------------------------------------------------
@@ -131,6 +132,12 @@ def molsym_model(dtype: torch.dtype):
     return model
 
 
+def _with_policy(model, graph):
+    """Energy and forces under the package's thread policy, as its entry points run them."""
+    with policy_threads(graph):
+        return energy_forces_stress(model, graph)
+
+
 def molsym_graph(structures, dtype):
     return to_device(collate([from_ase(a, CUTOFF) for a in structures]), dtype=dtype)
 
@@ -197,8 +204,8 @@ def run_row(label, structures, dtype_name, args, tmdn, calc_class):
     model = molsym_model(dtype)
     graph = molsym_graph(structures, dtype)
     callables = {
-        "molsym": lambda: energy_forces_stress(model, graph),
-        "molsym+NL": lambda: energy_forces_stress(model, molsym_graph(structures, dtype)),
+        "molsym": lambda: _with_policy(model, graph),
+        "molsym+NL": lambda: _with_policy(model, molsym_graph(structures, dtype)),
     }
     if args.compiled:
         compiled = compiled_potentials(model, dtype)

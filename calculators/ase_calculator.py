@@ -19,7 +19,6 @@ them afterwards costs nothing.
 """
 from __future__ import annotations
 
-import copy
 import os
 
 import numpy as np
@@ -36,20 +35,9 @@ from molsym.data.graph import from_ase, to_device
 from molsym.models.allocator import keep_freed_memory
 from molsym.models.compiled import CompiledPotential
 from molsym.models.derivatives import energy_forces_stress, hessian as exact_hessian
-
-_DTYPES = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    torch.float32: torch.float32,
-    torch.float64: torch.float64,
-}
-
-
-def _resolve_dtype(dtype) -> torch.dtype:
-    try:
-        return _DTYPES[dtype]
-    except (KeyError, TypeError):
-        raise ValueError(f"dtype must be 'float32' or 'float64' (or the torch dtype), got {dtype!r}") from None
+from molsym.models.dtypes import resolve_dtype
+from molsym.models.snapshot import frozen_copy
+from molsym.models.threads import policy_threads
 
 
 def _full_voigt(stress: np.ndarray) -> np.ndarray:
@@ -103,13 +91,14 @@ class MolSymCalculator(Calculator):
             raise TypeError(f"model must be a molsym.Potential, got {type(model).__name__}")
         if int(hessian_chunk_size) < 1:
             raise ValueError(f"hessian_chunk_size must be >= 1, got {hessian_chunk_size}")
-        self.dtype = _resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype)
         self.device = torch.device(device)
-        model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        self.model = model
-        self.compiled = CompiledPotential(model) if compile else None
+        if compile:  # one frozen copy, shared by the compiled graph and the eager Hessian
+            self.compiled = CompiledPotential(model, device=self.device, dtype=self.dtype)
+            self.model = self.compiled.model
+        else:
+            self.compiled = None
+            self.model = frozen_copy(model, self.device, self.dtype)
         keep_freed_memory()
         self.hessian_chunk_size = int(hessian_chunk_size)
         self._hessian_state: tuple | None = None  # (atoms copy, (3N, 3N) float64 array)
@@ -141,7 +130,8 @@ class MolSymCalculator(Calculator):
         if self.compiled is not None:
             out = self.compiled(graph, stress=periodic)
         else:
-            out = energy_forces_stress(self.model, graph, forces=True, stress=periodic)
+            with policy_threads(graph):
+                out = energy_forces_stress(self.model, graph, forces=True, stress=periodic)
         energy = float(out[K.ENERGY].detach().sum().cpu())
         results = {
             "energy": energy,
@@ -177,7 +167,8 @@ class MolSymCalculator(Calculator):
         if self._hessian_state is not None and not compare_atoms(self._hessian_state[0], atoms):
             return self._hessian_state[1].copy()
         graph = self._graph(atoms)
-        matrix = exact_hessian(self.model, graph, chunk_size=self.hessian_chunk_size).cpu().double().numpy()
+        with policy_threads(graph):
+            matrix = exact_hessian(self.model, graph, chunk_size=self.hessian_chunk_size).cpu().double().numpy()
         if self.atoms is None:  # after check_state/reset, self.atoms is None or equal to atoms
             self.atoms = atoms.copy()
         self._hessian_state = (atoms.copy(), matrix)
@@ -186,13 +177,6 @@ class MolSymCalculator(Calculator):
     # --- internals --------------------------------------------------------------------
 
     def _graph(self, atoms) -> dict[str, torch.Tensor]:
-        """Atoms -> graph dict in the calculator's dtype, on its device; clear errors for bad input."""
-        numbers = np.asarray(atoms.get_atomic_numbers())
-        missing = sorted(set(numbers.tolist()) - set(self.model.elements))
-        if missing:
-            raise ValueError(
-                f"atoms contain element(s) with atomic number {missing}, which this model does not know "
-                f"(it was built for {self.model.elements})"
-            )
-        graph = from_ase(atoms, self.model.cutoff, dtype=self.dtype)
-        return to_device(graph, self.device)
+        """Atoms -> graph dict in the calculator's dtype, on its device (the model checks the elements)."""
+        self.model.species(torch.as_tensor(atoms.get_atomic_numbers()))
+        return to_device(from_ase(atoms, self.model.cutoff, dtype=self.dtype), self.device)

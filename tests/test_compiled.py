@@ -65,8 +65,14 @@ def test_small_graphs_run_on_one_thread_and_the_count_is_restored():
     with threads.intra_op_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-    energy_forces_stress(make_model("tensornet"), small)
-    assert torch.get_num_threads() == before
+    # the entry points apply the policy; the model itself sees one thread for a small molecule
+    model = make_model("tensornet")
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    model.predict(bpa_frames(1)[0])
+    assert seen == [1] and torch.get_num_threads() == before
+    energy_forces_stress(model, small)  # a derivative function leaves the thread count alone
+    assert seen[-1] == before
 
 
 class _MallInfo2(ctypes.Structure):

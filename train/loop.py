@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from molsym.data import keys as K
 from molsym.checkpoint import read_payload
 from molsym.data.graph import collate, to_device
+from molsym.models.dtypes import resolve_dtype
 from molsym.models.potential import Potential
 from molsym.train import state as run_files
 from molsym.train.data import build_splits, has_target, model_config_from_data
@@ -29,9 +30,6 @@ from molsym.train.losses import TERMS, error_sums, predict_batch, weighted_loss
 from molsym.train.metrics import MetricSums, format_table
 from molsym.train.sampler import GlobalBatchSampler
 from molsym.train.schedule import LearningRate
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 class RunExists(RuntimeError):
     """The output directory already holds a run and ``--resume`` was not given."""
@@ -52,7 +50,7 @@ class Run:
         self.config, self.world = config, world
         self.output = Path(config["output"])
         self.device = resolve_device(config["device"], world)
-        self.dtype = DTYPES[config["dtype"]]
+        self.dtype = resolve_dtype(config["dtype"])
         last = self.output / run_files.LAST
         previous = None
         if resume:

@@ -22,6 +22,7 @@ import torch
 
 from molsym.data import keys as K
 from molsym.models.derivatives import energy_forces_stress
+from molsym.models.threads import policy_threads
 
 # Error sums kept per target: (count, sum |error|, sum error^2), in eV-based units.
 TERMS = ("energy", "energy_per_atom", "forces", "stress", "hessian")
@@ -41,8 +42,9 @@ def predict_batch(model, batch: dict, *, forces: bool, stress: bool, hessian_row
     batch = dict(batch)
     positions = batch[K.POSITIONS].detach().requires_grad_(forces or hessian_rows > 0)
     batch[K.POSITIONS] = positions
-    out = energy_forces_stress(model, batch, forces=forces or hessian_rows > 0, stress=stress,
-                               create_graph=need_graph)
+    with policy_threads(batch):  # the package's thread policy for the forward pass and forces
+        out = energy_forces_stress(model, batch, forces=forces or hessian_rows > 0, stress=stress,
+                                   create_graph=need_graph)
     if hessian_rows > 0:
         rows, rows_ref = _hessian_rows(out, positions, batch, hessian_rows, generator, create_graph)
         out = dict(out)

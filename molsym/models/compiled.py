@@ -24,10 +24,11 @@ Compilation happens on the first call for each dtype, device and with/without st
 (one to two minutes on a 2-core CPU, cached on disk by torch); shapes are dynamic, so
 changing atom and edge counts (MD) do not recompile. First derivatives only: Hessians
 and training use the eager model. Needs a C++ compiler on CPU (inductor's requirement).
+A model with a layer whose family declares ``compiles=False`` (``molsym.nn.interactions.base``)
+is evaluated eagerly, with the same results; every family of the builder's table compiles.
 """
 from __future__ import annotations
 
-import copy
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -36,6 +37,8 @@ from torch import nn
 from molsym.data import keys as K
 from molsym.models.allocator import keep_freed_memory
 from molsym.models.derivatives import _apply_strain, cell_volumes, energy_forces_stress
+from molsym.models.dtypes import model_dtype_device
+from molsym.models.snapshot import frozen_copy
 from molsym.models.threads import intra_op_threads
 from molsym.nn.geometry import pair_rows, pair_vectors
 
@@ -51,11 +54,9 @@ class CompiledPotential:
     [, "stress": (B, 3, 3)]}`` (eV, eV/Å, eV/Å³), detached.
     """
 
-    def __init__(self, model):
-        model = copy.deepcopy(model).eval()
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        self.model = model
+    def __init__(self, model, device=None, dtype: torch.dtype | None = None):
+        """``device`` and ``dtype`` (optional): where and in which precision the snapshot runs."""
+        self.model = frozen_copy(model, device, dtype)
         self._graph_fn = torch.compile(_energy_and_gradients, dynamic=True, options={"cpp_wrapper": True})
         keep_freed_memory()
         self._pool: ThreadPoolExecutor | None = None
@@ -63,13 +64,14 @@ class CompiledPotential:
     def __call__(self, graph: dict[str, torch.Tensor], *, stress: bool = False) -> dict[str, torch.Tensor]:
         model = self.model
         positions = graph[K.POSITIONS]
-        dtype = next(model.parameters()).dtype
+        dtype, _ = model_dtype_device(model)
         if positions.dtype != dtype:
             raise ValueError(f"positions are {positions.dtype} but the model is {dtype}; "
                              "cast the graph (molsym.data.graph.to_device) or the model")
         if stress and bool((cell_volumes(graph[K.CELL]) < 1e-8).any()):
             raise ValueError("stress needs a cell with non-zero volume for every structure (got a zero-volume cell)")
-        if graph[K.EDGE_INDEX].shape[1] < 2:  # nothing to differentiate: no graph to compile
+        if graph[K.EDGE_INDEX].shape[1] < 2 or not model.compiles:
+            # nothing to differentiate (no graph to compile), or a family that cannot be traced: eager
             return {key: value.detach() for key, value in energy_forces_stress(model, graph, stress=stress).items()}
         available = torch.get_num_threads()
         # the graph runs on one intra-op thread: inductor's multi-threaded code for the scatter of

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from molsym.data import keys as K
-from molsym.models.threads import intra_op_threads, threads_for
 
 
 def cell_volumes(cell: torch.Tensor) -> torch.Tensor:
@@ -36,14 +35,9 @@ def energy_forces_stress(model, graph: dict, *, forces: bool = True, stress: boo
     """Energy (B,), atomic energies (N,), and on request forces (N, 3) and stress (B, 3, 3).
 
     ``create_graph=True`` keeps the graph of the derivatives (training on forces,
-    Hessians). Stress needs a cell of non-zero volume in every structure. Small
-    graphs run on one intra-op thread (``molsym.models.threads``).
+    Hessians). Stress needs a cell of non-zero volume in every structure. Runs on the
+    threads torch has; the entry points choose them (``molsym.models.threads``).
     """
-    with intra_op_threads(threads_for(graph)):
-        return _energy_forces_stress(model, graph, forces, stress, create_graph)
-
-
-def _energy_forces_stress(model, graph: dict, forces: bool, stress: bool, create_graph: bool) -> dict:
     graph = dict(graph)
     positions = graph[K.POSITIONS]
     if forces and not positions.requires_grad:
@@ -83,11 +77,6 @@ def hessian(model, graph: dict, *, chunk_size: int = 8) -> torch.Tensor:
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    with intra_op_threads(threads_for(graph)):
-        return _hessian(model, graph, chunk_size)
-
-
-def _hessian(model, graph: dict, chunk_size: int) -> torch.Tensor:
     graph = dict(graph)
     positions = graph[K.POSITIONS].detach().requires_grad_(True)
     graph[K.POSITIONS] = positions

@@ -43,6 +43,8 @@ class Potential(nn.Module):
         self.converters = nn.ModuleList(converters)
         self.interactions = nn.ModuleList(spec.family.interaction(spec.settings, spec.input_form) for spec in specs)
         self.feature_forms = [embedding_form(specs)] + [spec.output_form for spec in specs]
+        self.family_names = [spec.family.name for spec in specs]
+        self.compiles = all(spec.family.compiles for spec in specs)
         self.invariants = last.family.invariants(last.settings, last.output_form)
         self.readout = EnergyReadout(self.invariants.channels, len(elements))
         self._set_e0(config["e0"] or {})

@@ -7,14 +7,8 @@ import torch
 from molsym.data import keys as K
 from molsym.data.graph import collate, from_ase, to_device
 from molsym.models.derivatives import energy_forces_stress, hessian as exact_hessian
-
-
-def _model_dtype_device(model) -> tuple[torch.dtype, torch.device]:
-    """Floating dtype and device of the model's parameters (or buffers)."""
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype, tensor.device
-    raise ValueError("the model has no floating-point parameters or buffers; cannot tell its dtype")
+from molsym.models.dtypes import model_dtype_device
+from molsym.models.threads import policy_threads
 
 
 def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, batch_size: int = 32) -> dict:
@@ -47,13 +41,14 @@ def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, 
         stress = periodic
     elif stress and not periodic:
         raise ValueError("stress is only defined for fully periodic structures (pbc=True along all three cell vectors)")
-    dtype, device = _model_dtype_device(model)
+    dtype, device = model_dtype_device(model)
     energies, forces, stresses, hessians = [], [], [], []
     for start in range(0, len(structures), batch_size):
         chunk = structures[start:start + batch_size]
         graphs = [from_ase(a, model.cutoff, dtype=dtype) for a in chunk]
         graph = to_device(collate(graphs), device)
-        out = energy_forces_stress(model, graph, forces=True, stress=stress)
+        with policy_threads(graph):
+            out = energy_forces_stress(model, graph, forces=True, stress=stress)
         energies.append(out[K.ENERGY].detach().cpu().double().numpy())
         counts = graph[K.NUM_ATOMS].tolist()
         forces.extend(f.numpy() for f in torch.split(out[K.FORCES].detach().cpu().double(), counts))
@@ -61,7 +56,9 @@ def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, 
             stresses.append(out[K.STRESS].detach().cpu().double().numpy())
         if hessian:
             for g in graphs:
-                hessians.append(exact_hessian(model, to_device(g, device)).cpu().double().numpy())
+                g = to_device(g, device)
+                with policy_threads(g):
+                    hessians.append(exact_hessian(model, g).cpu().double().numpy())
     result = {"energy": np.concatenate(energies), "forces": forces}
     if stress:
         result["stress"] = np.concatenate(stresses)

@@ -1,4 +1,11 @@
-"""How many intra-op threads one model evaluation uses.
+"""How many intra-op threads one model evaluation uses: the package's one thread policy.
+
+The policy is applied, through :func:`policy_threads`, by the entry points only:
+``Potential.predict`` / ``molsym.models.predict``, ``MolSymCalculator`` (energy, forces,
+stress, Hessian), ``CompiledPotential`` (whose graph always runs on one thread, see
+``molsym.models.compiled``) and the training's forward pass (``molsym.train.losses.predict_batch``).
+The derivative functions of ``molsym.models.derivatives`` never change torch's thread count:
+called directly, they run on whatever it is.
 
 Splitting a small graph's operations over threads costs more than it saves:
 every parallel region wakes the other threads, and with OpenMP's passive wait
@@ -41,3 +48,8 @@ def intra_op_threads(count: int):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def policy_threads(graph: dict[str, torch.Tensor]):
+    """Context manager: evaluate ``graph`` on the policy's thread count (:func:`threads_for`)."""
+    return intra_op_threads(threads_for(graph))
