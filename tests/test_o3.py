@@ -6,8 +6,7 @@ import torch
 from e3nn import o3
 
 from molsym.o3.cartesian import (
-    decompose, from_irreps, irreps_basis, irreps_to_sh_layout, sh_layout_to_irreps, skew,
-    symmetric_traceless_outer, to_irreps,
+    change_basis, decompose, from_irreps, irreps_basis, skew, symmetric_traceless_outer, to_irreps,
 )
 from molsym.testing import random_orthogonal
 
@@ -76,12 +75,20 @@ def test_decompose_and_round_trip():
     assert torch.allclose(to_irreps(a)[..., [0, 4, 5, 6, 7, 8]], torch.zeros_like(c[..., :6]), atol=1e-14)
 
 
-@pytest.mark.parametrize("lmax", [0, 1, 2, 3, 4])
-def test_sh_layout_round_trip(lmax):
-    c = torch.randn(3, 5, 9, dtype=torch.float64)
-    sh = irreps_to_sh_layout(c, lmax)
-    assert sh.shape == (3, (lmax + 1) ** 2, 5)
-    back = sh_layout_to_irreps(sh)
-    keep = min(9, (lmax + 1) ** 2)
-    assert torch.equal(back[..., :keep], c[..., :keep])
-    assert torch.count_nonzero(back[..., keep:]) == 0
+def test_change_basis_is_one_map_along_either_axis():
+    x = torch.randn(9, 7, dtype=torch.float64)
+    leading = change_basis(x, to_coefficients=True, axis=0)
+    trailing = change_basis(x.T.contiguous(), to_coefficients=True, axis=-1)
+    torch.testing.assert_close(leading, trailing.T, rtol=0, atol=1e-15)
+    torch.testing.assert_close(change_basis(leading, to_coefficients=False, axis=0), x, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="axis 0 or -1"):
+        change_basis(torch.randn(2, 9, 3), to_coefficients=True, axis=1)
+
+
+def test_axial_part_of_a_tensor_that_rotates_as_r_x_rt():
+    """Under X -> R X R^T the antisymmetric part is an axial vector (1e), even for det R = -1."""
+    gen = torch.Generator().manual_seed(5)
+    v = torch.randn(4, 3, dtype=torch.float64, generator=gen)
+    r = random_orthogonal(parity=True, generator=gen)
+    rotated = to_irreps(r @ skew(v) @ r.T)[:, 1:4]
+    torch.testing.assert_close(rotated, torch.det(r) * (2 ** 0.5 * v) @ r.T, rtol=0, atol=1e-13)

@@ -5,7 +5,17 @@ import torch
 
 from molsym.nn.interactions import tensornet as tn
 from molsym.nn.interactions.tensornet import TensorNetSettings
-from molsym.o3.cartesian import decompose
+from molsym.o3.cartesian import decompose, from_irreps, to_irreps
+
+
+def to_coefficients(x: torch.Tensor) -> torch.Tensor:
+    """Cartesian tensors (N, C, 3, 3) -> TensorNet's coefficients (9, N, C)."""
+    return to_irreps(x).permute(2, 0, 1).contiguous()
+
+
+def to_cartesian(c: torch.Tensor) -> torch.Tensor:
+    """Coefficients (9, N, C) -> Cartesian tensors (N, C, 3, 3)."""
+    return from_irreps(c.permute(1, 2, 0))
 
 
 def _random_cartesian(n=5, c=4):
@@ -15,9 +25,9 @@ def _random_cartesian(n=5, c=4):
 
 def test_coefficients_round_trip_and_norms():
     x = _random_cartesian()
-    coeff = tn.cartesian_to_coefficients(x)
+    coeff = to_coefficients(x)
     assert coeff.shape == (9, 5, 4)
-    torch.testing.assert_close(tn.coefficients_to_cartesian(coeff), x)
+    torch.testing.assert_close(to_cartesian(coeff), x)
     i_part, a_part, s_part = decompose(x)
     expected = torch.stack([(p * p).sum((-1, -2)) for p in (i_part, a_part, s_part)])
     torch.testing.assert_close(tn.squared_norms(coeff), expected)
@@ -25,26 +35,26 @@ def test_coefficients_round_trip_and_norms():
 
 def test_products_match_matmul():
     x, y = _random_cartesian(), _random_cartesian(5, 4).flip(0)
-    cx, cy = tn.cartesian_to_coefficients(x), tn.cartesian_to_coefficients(y)
-    torch.testing.assert_close(tn.coefficients_to_cartesian(tn.anticommutator(cx, cy)), x @ y + y @ x)
-    torch.testing.assert_close(tn.coefficients_to_cartesian(tn.square(cx)), x @ x)
+    cx, cy = to_coefficients(x), to_coefficients(y)
+    torch.testing.assert_close(to_cartesian(tn.anticommutator(cx, cy)), x @ y + y @ x)
+    torch.testing.assert_close(to_cartesian(tn.square(cx)), x @ x)
     # the unrolled structure constants that compiled graphs use
-    torch.testing.assert_close(tn.coefficients_to_cartesian(tn.unrolled_anticommutator(cx, cy)), x @ y + y @ x,
+    torch.testing.assert_close(to_cartesian(tn.unrolled_anticommutator(cx, cy)), x @ y + y @ x,
                                rtol=1e-13, atol=1e-13)
-    torch.testing.assert_close(tn.coefficients_to_cartesian(tn.unrolled_square(cx, cx)), x @ x, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(to_cartesian(tn.unrolled_square(cx, cx)), x @ x, rtol=1e-13, atol=1e-13)
 
 
 def test_normalise_divides_by_squared_frobenius_norm_plus_one():
     x = _random_cartesian()
     expected = x / ((x * x).sum((-1, -2)) + 1.0)[..., None, None]
-    torch.testing.assert_close(tn.coefficients_to_cartesian(tn.normalise(tn.cartesian_to_coefficients(x))), expected)
+    torch.testing.assert_close(to_cartesian(tn.normalise(to_coefficients(x))), expected)
 
 
 def test_partwise_linear_mixes_each_part():
     x = _random_cartesian()
     lin = tn.PartwiseLinear(4).double()
     assert lin.weight.shape == (3, 4, 4)
-    out = tn.coefficients_to_cartesian(lin(tn.cartesian_to_coefficients(x)))
+    out = to_cartesian(lin(to_coefficients(x)))
     expected = sum(torch.einsum("ncab,cd->ndab", p, lin.weight[k]) for k, p in enumerate(decompose(x)))
     torch.testing.assert_close(out, expected)
 

@@ -6,9 +6,13 @@ antisymmetric part A and its symmetric traceless part S. The orthonormal map
 [l=0 | l=1 (x, y, z) | l=2 (5)], in e3nn's basis, so that rotating X by
 R X R^T rotates the coefficients by e3nn's Wigner-D matrices of 0 + 1 + 2.
 
-Parity: molsym's Cartesian features carry the antisymmetric part of a polar
-vector (skew(r)), so the l=1 block is labelled 1o, matching the spherical
-harmonics' parity (-1)^l. The Frobenius norm is preserved: |X|^2 = |to_irreps(X)|^2.
+Parity: a rank-2 tensor that transforms as X -> R X R^T for every O(3) element R
+(a Hessian block, a polarisability) has an axial antisymmetric part: its
+coefficients are 0e + 1e + 2e. TensorNet's features instead carry the
+antisymmetric part of a polar vector (skew(r̂), which picks up det R), so there
+the l=1 block is 1o, matching the spherical harmonics' parity (-1)^l; the map
+itself is the same. The Frobenius norm is preserved: |X|^2 = |to_irreps(X)|^2.
+Conversions of feature forms live in ``molsym.nn.forms``.
 """
 from __future__ import annotations
 
@@ -53,14 +57,29 @@ def basis_matrix(like: torch.Tensor) -> torch.Tensor:
     return q
 
 
+def change_basis(x: torch.Tensor, *, to_coefficients: bool, axis: int) -> torch.Tensor:
+    """The one map between Cartesian entries and coefficients, along ``axis`` (0 or -1) of size 9.
+
+    Entries X[a, b] are flattened to 3a + b; coefficients c = Q X (``to_coefficients``), entries
+    X = Q^T c (otherwise), Q = :func:`basis_matrix` (orthonormal). Same shape out as in.
+    """
+    q = basis_matrix(x)
+    m = q if to_coefficients else q.T
+    if axis == 0:
+        return (m @ x.reshape(9, -1)).view(x.shape)
+    if axis in (-1, x.dim() - 1):
+        return x @ m.T
+    raise ValueError(f"change_basis works along axis 0 or -1, got {axis}")
+
+
 def to_irreps(x: torch.Tensor) -> torch.Tensor:
     """Cartesian (..., 3, 3) -> coefficients (..., 9) of 0e + 1o + 2e."""
-    return x.reshape(x.shape[:-2] + (9,)) @ basis_matrix(x).T
+    return change_basis(x.reshape(x.shape[:-2] + (9,)), to_coefficients=True, axis=-1)
 
 
 def from_irreps(c: torch.Tensor) -> torch.Tensor:
     """Coefficients (..., 9) of 0e + 1o + 2e -> Cartesian (..., 3, 3)."""
-    return (c @ basis_matrix(c)).reshape(c.shape[:-1] + (3, 3))
+    return change_basis(c, to_coefficients=False, axis=-1).reshape(c.shape[:-1] + (3, 3))
 
 
 def skew(v: torch.Tensor) -> torch.Tensor:
@@ -85,21 +104,3 @@ def decompose(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     a_part = 0.5 * (x - x.transpose(-1, -2))
     s_part = 0.5 * (x + x.transpose(-1, -2)) - i_part
     return i_part, a_part, s_part
-
-
-def irreps_to_sh_layout(c: torch.Tensor, lmax: int) -> torch.Tensor:
-    """TensorNet coefficients (N, C, 9) -> SH layout (N, (lmax+1)^2, C), truncated or zero-padded."""
-    n, ch, _ = c.shape
-    dim = (lmax + 1) ** 2
-    out = c.transpose(1, 2)
-    if dim <= 9:
-        return out[:, :dim].contiguous()
-    return torch.cat((out, out.new_zeros(n, dim - 9, ch)), dim=1)
-
-
-def sh_layout_to_irreps(x: torch.Tensor) -> torch.Tensor:
-    """SH layout (N, (L+1)^2, C) -> TensorNet coefficients (N, C, 9) (degrees > 2 dropped)."""
-    n, dim, ch = x.shape
-    if dim >= 9:
-        return x[:, :9].transpose(1, 2).contiguous()
-    return torch.cat((x, x.new_zeros(n, 9 - dim, ch)), dim=1).transpose(1, 2).contiguous()

@@ -36,7 +36,7 @@ from torch import nn
 from molsym.nn.forms import CARTESIAN, FeatureForm
 from molsym.nn.geometry import EdgeGeometry
 from molsym.nn.interactions.base import Family, Interaction, RadialNetwork, check_positive_int
-from molsym.o3.cartesian import basis_matrix, irreps_basis
+from molsym.o3.cartesian import basis_matrix, change_basis, irreps_basis
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,12 @@ def _constant(name: str, like: torch.Tensor) -> torch.Tensor:
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """Coefficients (9, N, C) -> Cartesian channels-last (3, 3, N*C)."""
-    return (basis_matrix(x).T @ x.reshape(9, -1)).view(3, 3, -1)
+    return change_basis(x.reshape(9, -1), to_coefficients=False, axis=0).view(3, 3, -1)
 
 
 def _from_channels_last(m: torch.Tensor, n: int, c: int) -> torch.Tensor:
     """Cartesian channels-last (3, 3, N*C) -> coefficients (9, N, C)."""
-    return (basis_matrix(m) @ m.reshape(9, -1)).view(9, n, c)
+    return change_basis(m.reshape(9, -1), to_coefficients=True, axis=0).view(9, n, c)
 
 
 def _matmul3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -173,18 +173,6 @@ def squared_norms(x: torch.Tensor) -> torch.Tensor:
     """|I|^2, |A|^2, |S|^2 (Frobenius) of coefficients (9, N, C), shape (3, N, C)."""
     _, n, c = x.shape
     return (_constant("part_sums", x) @ (x * x).view(9, n * c)).view(3, n, c)
-
-
-def cartesian_to_coefficients(x: torch.Tensor) -> torch.Tensor:
-    """Cartesian tensors (N, C, 3, 3) -> coefficients (9, N, C)."""
-    n, c = x.shape[:2]
-    return (basis_matrix(x) @ x.reshape(n * c, 9).T).view(9, n, c)
-
-
-def coefficients_to_cartesian(x: torch.Tensor) -> torch.Tensor:
-    """Coefficients (9, N, C) -> Cartesian tensors (N, C, 3, 3)."""
-    _, n, c = x.shape
-    return (x.reshape(9, n * c).T @ basis_matrix(x)).view(n, c, 3, 3)
 
 
 def aggregate(parts, weights: torch.Tensor, receivers: torch.Tensor, n: int,
