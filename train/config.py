@@ -365,7 +365,8 @@ def describe() -> str:
         lines.append(f"{title}:")
         for key, field in schema.items():
             lines.append(f"  {key}: {field.default!r}  # {field.doc}")
-    lines.append("model: a Potential config (family, channels, layers, cutoff, num_radial, lmax, ...); "
+    lines.append("model: a Potential config (family: a name or one entry per layer, each a name or "
+                 "{family: NAME, ...that layer's keys}; channels, layers, cutoff, num_radial, lmax, ...); "
                  "elements default to those in the data (every structure held in memory; a sample of "
                  "statistics_structures of streamed databases, so name them for large databases), "
                  "e0 / scale / shift / avg_num_neighbors to the data statistics")
