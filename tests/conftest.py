@@ -59,6 +59,15 @@ def family_name(request):
 
 
 @pytest.fixture
+def float64_default():
+    """Default dtype float64 for the test (e3nn builds Wigner-D matrices in the default dtype)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture
 def bpa():
     return bpa_frames(1)[0]
 

@@ -15,7 +15,9 @@ import molsym
 from molsym.data import keys as K
 from molsym.testing import random_orthogonal, transform_graph
 from conftest import bpa_frames
-from test_forms import float64_default, rotate  # noqa: F401 (e3nn D matrices in float64)
+from test_forms import rotate
+
+pytestmark = pytest.mark.usefixtures("float64_default")  # e3nn D matrices in float64
 
 ELEMENTS = [1, 6, 7, 8]
 

@@ -12,13 +12,8 @@ from molsym.nn.forms import ChannelMap, FeatureForm, FormConverter, FormError, c
 from molsym.testing import random_orthogonal
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    """e3nn builds Wigner-D matrices in the default dtype: exact identities need float64."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+# e3nn builds Wigner-D matrices in the default dtype: exact identities need float64
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def random_features(form: FeatureForm, n: int = 5, seed: int = 0) -> torch.Tensor:
