@@ -28,7 +28,7 @@ def test_defaults_filled_and_paths_resolved(tmp_path):
         ({"dtype": "float16"}, "dtype: 'float16' must be one of ['float32', 'float64']"),
         ({"epochs": True}, "epochs: expected integer, got boolean True"),
         ({"schedule": {"type": "step"}}, "schedule.type: 'step' must be one of"),
-        ({"model": {"chanels": 8}}, "unknown key(s) ['chanels']"),
+        ({"model": {"chanels": 8}}, "unknown key 'chanels' (did you mean 'channels'?)"),
         ({"model": {"family": "mace"}}, "unknown family 'mace'"),
         ({"loss": {"energy": 0, "forces": 0}}, "every weight is 0"),
         ({"max_time": "ten minutes"}, "is not a duration"),
