@@ -7,8 +7,9 @@ A model config is plain data (YAML, checkpoints)::
      #   ["tensornet", {"family": "e3nn", "lmax": 3, "paths": "all"}]
      "layers": 2,                           # (the length of a family list by default)
      "cutoff": 4.5, "e0": None, "scale": 1.0, "shift": 0.0,   # model-level only
-     "channels": 128, "lmax": 2, "num_radial": 32, "radial_hidden": 64,
-     "avg_num_neighbors": 16.0}             # global layer defaults
+     "channels": 128, "num_radial": 32, "radial_hidden": 64,
+     "avg_num_neighbors": 16.0,             # global layer defaults
+     "lmax": ...}                           # optional: for every layer that declares it
 
 Every layer's settings are its family's frozen dataclass (``Family.settings``): a key takes
 the layer's own entry if it has one, else the model's global value, else the dataclass
@@ -25,9 +26,10 @@ from typing import Any, NamedTuple
 from molsym.nn.forms import FeatureForm, check_conversion
 from molsym.nn.interactions.base import Family
 from molsym.nn.interactions.e3nn_conv import E3NN
+from molsym.nn.interactions.escn import ESCN
 from molsym.nn.interactions.tensornet import TENSORNET
 
-FAMILIES: dict[str, Family] = {"tensornet": TENSORNET, "e3nn": E3NN}
+FAMILIES: dict[str, Family] = {"tensornet": TENSORNET, "e3nn": E3NN, "escn": ESCN}
 
 # keys of the whole model (not per layer)
 MODEL_DEFAULTS: dict[str, Any] = {
@@ -39,9 +41,10 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "shift": 0.0,
 }
 # global layer defaults: a layer of a family that declares the key takes it unless it overrides it
+# ("lmax" has none: each spherical family has its own default, e.g. e3nn 2, escn 4; a top-level
+# "lmax" applies to every layer that declares it)
 LAYER_DEFAULTS: dict[str, Any] = {
     "channels": 128,
-    "lmax": 2,
     "num_radial": 32,
     "radial_hidden": 64,
     "avg_num_neighbors": 16.0,
@@ -153,9 +156,9 @@ def normalise_config(config: dict) -> dict:
     _check_positive(out, "layers", int)
     entries = _layer_entries(out)
     declared = {k for name, _ in entries for k in _family_keys(FAMILIES[name])}
-    unknown = sorted(set(config) - set(DEFAULTS) - set(REQUIRED) - declared)
+    unknown = sorted(set(config) - set(DEFAULTS) - set(REQUIRED) - declared - {"lmax"})
     if unknown:
-        known = set(DEFAULTS) | set(REQUIRED) | declared
+        known = set(DEFAULTS) | set(REQUIRED) | declared | {"lmax"}
         raise ValueError(f"model config: unknown key {unknown[0]!r}{_closest(unknown[0], known)}; "
                          f"known keys for these layers are {sorted(known)}")
     elements = out["elements"]
@@ -170,7 +173,7 @@ def normalise_config(config: dict) -> dict:
     for key in ("cutoff", "avg_num_neighbors", "scale"):
         _check_positive(out, key, float)
         out[key] = float(out[key])
-    if isinstance(out["lmax"], bool) or not isinstance(out["lmax"], int) or out["lmax"] < 0:
+    if "lmax" in out and (isinstance(out["lmax"], bool) or not isinstance(out["lmax"], int) or out["lmax"] < 0):
         raise ValueError(f"model config: 'lmax' must be an integer >= 0, got {out['lmax']!r}")
     out["shift"] = float(out["shift"])
     if not isinstance(out["family"], str):

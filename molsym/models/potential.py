@@ -31,7 +31,6 @@ class Potential(nn.Module):
         table[torch.tensor(elements)] = torch.arange(len(elements))
         self.register_buffer("species_of_z", table, persistent=False)
         num_radial = max(getattr(spec.settings, "num_radial", 1) for spec in specs)
-        self.geometry = GeometryBuilder(config["cutoff"], num_radial)
         first, last = specs[0], specs[-1]
         self.embedding = first.family.embedding(first.settings, len(elements))
         form = embedding_form(specs)
@@ -42,6 +41,8 @@ class Potential(nn.Module):
         # parameter-free where the forms agree or convert exactly; a learned channel map otherwise
         self.converters = nn.ModuleList(converters)
         self.interactions = nn.ModuleList(spec.family.interaction(spec.settings, spec.input_form) for spec in specs)
+        frame_lmax = max(layer.frame_lmax for layer in self.interactions)
+        self.geometry = GeometryBuilder(config["cutoff"], num_radial, frame_lmax)
         self.feature_forms = [embedding_form(specs)] + [spec.output_form for spec in specs]
         self.family_names = [spec.family.name for spec in specs]
         self.compiles = all(spec.family.compiles for spec in specs)

@@ -138,29 +138,38 @@ def _degree_of_component(lmax: int) -> torch.Tensor:
 
 
 class ChannelMap(nn.Module):
-    """Learned equivariant linear map C_in -> C_out channels, one matrix per irrep block (no bias).
+    """Learned equivariant linear map between two forms of one kind, one matrix per irrep block
+    (no bias): C_in -> C_out channels of every block that both forms hold; blocks only the
+    target holds are zero.
 
     ``weight``: cartesian (3, C_in, C_out), one per part 0e, 1o, 2e; spherical
-    (S, L+1, C_in, C_out), one per class and degree. Applied in ``form``'s layout.
+    (S, L+1, C_in, C_out) over the classes S and degrees 0..L common to both forms.
     """
 
-    def __init__(self, form: FeatureForm, channels_out: int):
+    def __init__(self, source: FeatureForm, target: FeatureForm | int):
         super().__init__()
-        self.form = form
-        c_in = form.channels
-        blocks = (3,) if form.kind == CARTESIAN else (form.parities, form.lmax + 1)
-        self.weight = nn.Parameter(torch.randn(*blocks, c_in, channels_out) / math.sqrt(c_in))
-        if form.kind == CARTESIAN:
+        if isinstance(target, int):
+            target = FeatureForm(source.kind, target, source.lmax, source.parities)
+        if source.kind != target.kind:
+            raise FormError(f"a channel map keeps the form: {source.describe()} -> {target.describe()}")
+        self.source, self.target = source, target
+        c_in = source.channels
+        if source.kind == CARTESIAN:
+            blocks = (3,)
             self.register_buffer("block_of_component", torch.tensor((0, 1, 1, 1, 2, 2, 2, 2, 2)), persistent=False)
         else:
-            self.register_buffer("block_of_component", _degree_of_component(form.lmax), persistent=False)
+            self.parities, self.lmax = min(source.parities, target.parities), min(source.lmax, target.lmax)
+            blocks = (self.parities, self.lmax + 1)
+            self.register_buffer("block_of_component", _degree_of_component(self.lmax), persistent=False)
+        self.weight = nn.Parameter(torch.randn(*blocks, c_in, target.channels) / math.sqrt(c_in))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """cartesian (9, N, C_in) -> (9, N, C_out); spherical (N, S, D, C_in) -> (N, S, D, C_out)."""
-        if self.form.kind == CARTESIAN:
+        """cartesian (9, N, C_in) -> (9, N, C_out); spherical (N, S', D', C_in) -> (N, S, D, C_out)."""
+        if self.source.kind == CARTESIAN:
             return torch.bmm(x, self.weight.index_select(0, self.block_of_component))
         weight = self.weight.index_select(1, self.block_of_component)  # (S, D, C_in, C_out)
-        return torch.einsum("nsdc,sdco->nsdo", x, weight)
+        common = x[:, :self.parities, :(self.lmax + 1) ** 2]
+        return _pad(torch.einsum("nsdc,sdco->nsdo", common, weight), self.target)
 
 
 class FormConverter(nn.Module):

@@ -20,6 +20,8 @@ from torch import nn
 
 from molsym.data import keys as K
 from molsym.nn.radial import BesselBasis, PolynomialCutoff
+from molsym.o3.rotation import edge_frames, half_turn
+from molsym.o3.wigner import wigner_blocks
 
 
 def reverse_edges(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> torch.Tensor | None:
@@ -91,16 +93,18 @@ class EdgeGeometry:
     rows once per direction they stand for; D = E when symmetric, D = P = E otherwise.
     The per-edge attributes are computed from the pair rows on first access.
     Spherical harmonics of ``unit`` (e3nn convention, component normalisation)
-    are computed on first request and cached per lmax.
+    are computed on first request and cached per lmax. Edge frames and their Wigner-D
+    blocks (:meth:`directed_wigner`) are computed on first request, once per pair row, for
+    degrees up to ``frame_lmax`` (the largest any layer asks for).
     """
 
     __slots__ = ("edge_index", "num_nodes", "pair_index", "pair_vectors", "pair_lengths", "pair_unit",
                  "pair_radial", "pair_envelope", "symmetric", "_edge_row", "_edge_sign", "_cache", "_sh",
-                 "_directed_index", "_ahead")
+                 "_directed_index", "_ahead", "frame_lmax", "_wigner")
 
     def __init__(self, edge_index, pair_index, pair_vectors, pair_lengths, pair_radial, pair_envelope,
                  num_nodes: int, edge_row: torch.Tensor | None = None, edge_sign: torch.Tensor | None = None,
-                 ahead: dict | None = None):
+                 ahead: dict | None = None, frame_lmax: int = 0):
         """edge_row (E,) int64: pair row of each edge; edge_sign (E,): +1 if the edge is its row's
         edge, -1 if it is the reverse. Both None when rows are the directed edges themselves.
         ahead: see :meth:`pair_weights`."""
@@ -119,6 +123,8 @@ class EdgeGeometry:
         self._sh: dict[int, torch.Tensor] = {}
         self._directed_index: torch.Tensor | None = None
         self._ahead = ahead or {}
+        self.frame_lmax = frame_lmax
+        self._wigner: list[torch.Tensor] | None = None
 
     @property
     def directed_index(self) -> torch.Tensor:
@@ -196,6 +202,20 @@ class EdgeGeometry:
     def envelope(self) -> torch.Tensor:
         return self._per_edge("envelope")
 
+    def directed_wigner(self, lmax: int) -> list[torch.Tensor]:
+        """Wigner-D blocks of the edge frames (``molsym.o3.rotation``) in the order of
+        ``directed_index``: D^l (D, 2l + 1, 2l + 1) for l = 0..lmax, each rotating degree-l
+        coefficients into the frame where the edge r_ij lies along +y. Computed once per
+        pair row (the reverse edge's frame is the half turn F times the row's: D(F) D(R))."""
+        if self._wigner is None or len(self._wigner) <= lmax:
+            top = max(lmax, self.frame_lmax)
+            rows = wigner_blocks(edge_frames(self.pair_unit), top)
+            if self.symmetric:
+                flip = wigner_blocks(half_turn(self.pair_unit).unsqueeze(0), top)
+                rows = [torch.cat((d, f @ d)) for d, f in zip(rows, flip)]
+            self._wigner = rows
+        return self._wigner[:lmax + 1]
+
     def spherical_harmonics(self, lmax: int) -> torch.Tensor:
         """Y_lm(r̂_ij) for l = 0..lmax, shape (E, (lmax+1)^2), e3nn order and component norm."""
         sh = self._sh.get(lmax)
@@ -248,9 +268,11 @@ class GeometryBuilder(nn.Module):
     edges when the list is not symmetric.
     """
 
-    def __init__(self, cutoff: float, num_radial: int):
+    def __init__(self, cutoff: float, num_radial: int, frame_lmax: int = 0):
+        """``frame_lmax``: the largest degree of edge-frame Wigner-D blocks any layer reads."""
         super().__init__()
         self.cutoff = float(cutoff)
+        self.frame_lmax = int(frame_lmax)
         self.radial_basis = BesselBasis(cutoff, num_radial)
         self.envelope = PolynomialCutoff(cutoff)
 
@@ -273,4 +295,4 @@ class GeometryBuilder(nn.Module):
         edge_sign = None if rows.edge_reversed is None else 1.0 - 2.0 * rows.edge_reversed.to(pos.dtype)
         lengths = torch.linalg.vector_norm(vectors, dim=-1)
         return EdgeGeometry(graph[K.EDGE_INDEX], pair_index, vectors, lengths, *self.radial(lengths),
-                            pos.shape[0], rows.edge_row, edge_sign, ahead)
+                            pos.shape[0], rows.edge_row, edge_sign, ahead, self.frame_lmax)

@@ -52,6 +52,7 @@ class Interaction(nn.Module):
     """
 
     output_form: FeatureForm
+    frame_lmax: int = 0  # largest degree of edge-frame Wigner-D blocks the layer reads (EdgeGeometry)
 
     def radial_networks(self) -> list[RadialNetwork]:
         """Networks this layer evaluates through ``geometry.pair_weights``."""
