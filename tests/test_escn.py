@@ -139,8 +139,6 @@ def _so2_weights(tp1: o3.TensorProduct, blocks, layout: SO2Layout, path_weights:
                 coefficient = maps[p][row_plus, col_minus]
                 assert abs(maps[p][row_minus, col_plus] + coefficient) < 1e-14
                 b[:, l_out - m, l_in - m, s_in] += w * coefficient
-            if m == 0:
-                assert s_out == s_in or float(maps[p].abs().max()) < 1e-14 or True
         weights += [a] if m == 0 else [a, b]
     return weights
 
@@ -161,7 +159,8 @@ def _e3nn_messages(tp, blocks, h, geometry, path_weights, lmax, channels):
     return out
 
 
-@pytest.mark.parametrize("lmax", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("lmax", [1, 2, 3, 4, pytest.param(5, marks=pytest.mark.slow),
+                                  pytest.param(6, marks=pytest.mark.slow)])  # 5, 6: the oracle takes 10-50 s
 @pytest.mark.parametrize("parities_in", [1, 2])
 def test_so2_convolution_equals_the_e3nn_oracle(lmax, parities_in):
     """mmax = lmax: the SO(2) convolution reproduces e3nn's channel-wise tensor product with every

@@ -40,6 +40,7 @@ def wigner_blocks(rotation: torch.Tensor, lmax: int) -> list[torch.Tensor]:
     for l in range(2, lmax + 1):
         c = _coupling(l, rotation)
         previous = blocks[-1]
-        kron = (previous[:, :, None, :, None] * rotation[:, None, :, None, :]).reshape(e, 3 * (2 * l - 1), -1)
+        size = 3 * (2 * l - 1)
+        kron = (previous[:, :, None, :, None] * rotation[:, None, :, None, :]).reshape(e, size, size)
         blocks.append((2 * l + 1) * (c.T @ kron @ c))
     return blocks

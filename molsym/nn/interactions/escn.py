@@ -131,11 +131,12 @@ def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: Edge
     n, parities_in, _, c = h.shape
     i, j = geometry.directed_index
     blocks = geometry.directed_wigner(max(layout.lmax_in, layout.lmax_out))
-    nodes = h.permute(0, 2, 1, 3).reshape(n, -1, parities_in * c)  # (N, D_in, S_in C)
+    nodes = h.permute(0, 2, 1, 3).reshape(n, (layout.lmax_in + 1) ** 2, parities_in * c)  # (N, D_in, S_in C)
     sender = nodes.index_select(0, j)
     frame = torch.cat([blocks[l][:, l - k:l + k + 1] @ sender[:, l * l:(l + 1) ** 2]
                        for l, k in enumerate(layout.kept_in)], dim=1)
-    frame = frame.view(frame.shape[0], -1, parities_in, c)  # (D, M_in, S_in, C)
+    edges, size_in = frame.shape[0], sum(2 * k + 1 for k in layout.kept_in)
+    frame = frame.view(edges, size_in, parities_in, c)  # (D, M_in, S_in, C)
     produced = []
     for m, (n_in, n_out, plus_in, minus_in, _, _) in enumerate(layout.orders):
         a = weights[0] if m == 0 else weights[2 * m - 1]
@@ -154,12 +155,12 @@ def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: Edge
         else:
             produced += [torch.cat((a_plus, b_minus), dim=2), torch.cat((a_minus, -b_plus), dim=2)]
     out_frame = torch.cat(produced, dim=1)[:, layout.output_order]  # (D, M_out, S_out, C), l-major
-    out_frame = out_frame.reshape(out_frame.shape[0], layout.size_out, -1)
+    out_frame = out_frame.reshape(edges, layout.size_out, parities_out * c)
     starts = _starts(layout.kept_out)
     messages = torch.cat([blocks[l][:, l - k:l + k + 1].transpose(1, 2) @ out_frame[:, starts[l]:starts[l] + 2 * k + 1]
                           for l, k in enumerate(layout.kept_out)], dim=1)  # (D, D_out, S_out C)
     aggregated = scatter_sum(messages, i, n) * inv_avg_neighbors
-    return aggregated.view(n, -1, parities_out, c).permute(0, 2, 1, 3)
+    return aggregated.view(n, (layout.lmax_out + 1) ** 2, parities_out, c).permute(0, 2, 1, 3)
 
 
 def _classes(x: torch.Tensor, parities: int) -> torch.Tensor:
