@@ -118,7 +118,7 @@ def _so2_weights(tp1: o3.TensorProduct, blocks, layout: SO2Layout, path_weights:
     e = path_weights.shape[0]
     weights = []
     for m, (n_in, n_out, *_) in enumerate(layout.orders):
-        a = torch.zeros(e, n_out, n_in, parities_in, channels)
+        a = torch.zeros(e, parities_in, channels, n_out, n_in)
         b = torch.zeros_like(a)
         for p, ins in enumerate(tp1.instructions):
             s_in, l_in = blocks[ins.i_in1]
@@ -134,11 +134,11 @@ def _so2_weights(tp1: o3.TensorProduct, blocks, layout: SO2Layout, path_weights:
             if s_out == s_in:  # an A path: +m -> +m and -m -> -m with the same coefficient
                 coefficient = maps[p][row_plus, col_plus]
                 assert abs(maps[p][row_minus, col_minus] - coefficient) < 1e-14
-                a[:, l_out - m, l_in - m, s_in] += w * coefficient
+                a[:, s_in, :, l_out - m, l_in - m] += w * coefficient
             else:  # a B path: y+ = B x-, y- = -B x+
                 coefficient = maps[p][row_plus, col_minus]
                 assert abs(maps[p][row_minus, col_plus] + coefficient) < 1e-14
-                b[:, l_out - m, l_in - m, s_in] += w * coefficient
+                b[:, s_in, :, l_out - m, l_in - m] += w * coefficient
         weights += [a] if m == 0 else [a, b]
     return weights
 

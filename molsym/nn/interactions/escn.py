@@ -126,47 +126,55 @@ def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: Edge
     """Messages summed onto receivers: h (N, S_in, (L_in+1)^2, C) -> (N, S_out, (L_out+1)^2, C).
 
     ``weights``: [A_0, A_1, B_1, A_2, B_2, ...] per directed edge (order of
-    ``geometry.directed_index``), A_m and B_m of shape (D, n_out(m), n_in(m), S_in, C).
+    ``geometry.directed_index``), A_m and B_m of shape (D, S_in, C, n_out(m), n_in(m)).
+    Frame coefficients move as lists of (D, S, C) rows (stacked and unbound, never gathered
+    by index), so the backward pass allocates nothing the size of the frame per order.
     """
     n, parities_in, _, c = h.shape
     i, j = geometry.directed_index
     blocks = geometry.directed_wigner(max(layout.lmax_in, layout.lmax_out))
     nodes = h.permute(0, 2, 1, 3).reshape(n, (layout.lmax_in + 1) ** 2, parities_in * c)  # (N, D_in, S_in C)
     sender = nodes.index_select(0, j)
-    frame = torch.cat([blocks[l][:, l - k:l + k + 1] @ sender[:, l * l:(l + 1) ** 2]
-                       for l, k in enumerate(layout.kept_in)], dim=1)
-    edges, size_in = frame.shape[0], sum(2 * k + 1 for k in layout.kept_in)
-    frame = frame.view(edges, size_in, parities_in, c)  # (D, M_in, S_in, C)
-    produced = []
-    for m, (n_in, n_out, plus_in, minus_in, _, _) in enumerate(layout.orders):
+    edges = sender.shape[0]
+    rows = []  # rows[l][k + m]: (D, S_in, C), frame coefficient of degree l and order m
+    for l, k in enumerate(layout.kept_in):
+        rotated = blocks[l][:, l - k:l + k + 1] @ sender[:, l * l:(l + 1) ** 2]
+        rows.append(rotated.view(edges, 2 * k + 1, parities_in, c).unbind(1))
+    out_rows = [[None] * (2 * k + 1) for k in layout.kept_out]
+    for m, (n_in, n_out, *_) in enumerate(layout.orders):
+        degrees_in = range(m, m + n_in)
+        plus = torch.stack([rows[l][layout.kept_in[l] + m] for l in degrees_in], dim=-1)  # (D, S_in, C, n_in)
         a = weights[0] if m == 0 else weights[2 * m - 1]
-        plus = frame[:, plus_in]
-        a_plus = torch.einsum("eoisc,eisc->eosc", a, plus)
+        a_plus = (a * plus.unsqueeze(-2)).sum(-1)  # (D, S_in, C, n_out)
         if m == 0:
-            produced.append(_classes(a_plus, parities_out))
-            continue
-        b = weights[2 * m]
-        minus = frame[:, minus_in]
-        a_minus = torch.einsum("eoisc,eisc->eosc", a, minus)
-        b_plus = torch.einsum("eoisc,eisc->eosc", b, plus)
-        b_minus = torch.einsum("eoisc,eisc->eosc", b, minus)
-        if parities_in == 2:
-            produced += [a_plus + b_minus.flip(2), a_minus - b_plus.flip(2)]
+            y_plus, y_minus = _classes(a_plus, parities_out), None
         else:
-            produced += [torch.cat((a_plus, b_minus), dim=2), torch.cat((a_minus, -b_plus), dim=2)]
-    out_frame = torch.cat(produced, dim=1)[:, layout.output_order]  # (D, M_out, S_out, C), l-major
-    out_frame = out_frame.reshape(edges, layout.size_out, parities_out * c)
-    starts = _starts(layout.kept_out)
-    messages = torch.cat([blocks[l][:, l - k:l + k + 1].transpose(1, 2) @ out_frame[:, starts[l]:starts[l] + 2 * k + 1]
-                          for l, k in enumerate(layout.kept_out)], dim=1)  # (D, D_out, S_out C)
+            minus = torch.stack([rows[l][layout.kept_in[l] - m] for l in degrees_in], dim=-1)
+            b = weights[2 * m]
+            a_minus = (a * minus.unsqueeze(-2)).sum(-1)
+            b_plus = (b * plus.unsqueeze(-2)).sum(-1)
+            b_minus = (b * minus.unsqueeze(-2)).sum(-1)
+            if parities_in == 2:
+                y_plus, y_minus = a_plus + b_minus.flip(1), a_minus - b_plus.flip(1)
+            else:
+                y_plus, y_minus = torch.cat((a_plus, b_minus), dim=1), torch.cat((a_minus, -b_plus), dim=1)
+        for index, l in enumerate(range(m, m + n_out)):
+            k = layout.kept_out[l]
+            out_rows[l][k + m] = y_plus[..., index]
+            if y_minus is not None:
+                out_rows[l][k - m] = y_minus[..., index]
+    messages = torch.cat([
+        blocks[l][:, l - k:l + k + 1].transpose(1, 2)
+        @ torch.stack(out_rows[l], dim=1).reshape(edges, 2 * k + 1, parities_out * c)
+        for l, k in enumerate(layout.kept_out)], dim=1)  # (D, D_out, S_out C)
     aggregated = scatter_sum(messages, i, n) * inv_avg_neighbors
     return aggregated.view(n, (layout.lmax_out + 1) ** 2, parities_out, c).permute(0, 2, 1, 3)
 
 
 def _classes(x: torch.Tensor, parities: int) -> torch.Tensor:
-    """(E, n, S, C) with S classes -> ``parities`` classes, zero-padded."""
-    if x.shape[2] < parities:
-        x = torch.cat((x, torch.zeros_like(x)), dim=2)
+    """(D, S, C, n) with S classes -> ``parities`` classes, zero-padded."""
+    if x.shape[1] < parities:
+        x = torch.cat((x, torch.zeros_like(x)), dim=1)
     return x
 
 
@@ -224,12 +232,12 @@ class ESCNConvolution(Interaction):
         return [RadialNetwork(self.radial_mlp, self.num_radial)]
 
     def edge_weights(self, geometry: EdgeGeometry) -> list[torch.Tensor]:
-        """[A_0, A_1, B_1, ...] per directed edge, each (D, n_out, n_in, S_in, C)."""
+        """[A_0, A_1, B_1, ...] per directed edge, each (D, S_in, C, n_out, n_in)."""
         flat = geometry.directed(geometry.pair_weights(self.radial_mlp, self.num_radial))
         parities, c = self.input_form.parities, self.output_form.channels
         shapes = []
         for m, (n_in, n_out, *_) in enumerate(self.layout.orders):
-            shapes += [(n_out, n_in, parities, c)] * (1 if m == 0 else 2)
+            shapes += [(parities, c, n_out, n_in)] * (1 if m == 0 else 2)
         return [w.reshape(-1, *shape) for w, shape in zip(flat.split(self.weight_sizes, dim=1), shapes)]
 
     def forward(self, features: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:
