@@ -127,7 +127,10 @@ class MolSymCalculator(Calculator):
                 "set a cell and pbc=True to compute it"
             )
         graph = self._graph(atoms)
-        if self.compiled is not None:
+        if len(atoms) == 0:  # energy of no atoms: 0
+            out = {K.ENERGY: torch.zeros(1), K.ATOMIC_ENERGIES: torch.zeros(0), K.FORCES: torch.zeros(0, 3),
+                   K.STRESS: torch.zeros(1, 3, 3)}
+        elif self.compiled is not None:
             out = self.compiled(graph, stress=periodic)
         else:
             with policy_threads(graph):
@@ -168,7 +171,8 @@ class MolSymCalculator(Calculator):
             return self._hessian_state[1].copy()
         graph = self._graph(atoms)
         with policy_threads(graph):
-            matrix = exact_hessian(self.model, graph, chunk_size=self.hessian_chunk_size).cpu().double().numpy()
+            matrix = exact_hessian(self.model, graph, chunk_size=self.hessian_chunk_size).cpu().double().numpy() \
+                if len(atoms) else np.zeros((0, 0))
         if self.atoms is None:  # after check_state/reset, self.atoms is None or equal to atoms
             self.atoms = atoms.copy()
         self._hessian_state = (atoms.copy(), matrix)
@@ -177,6 +181,9 @@ class MolSymCalculator(Calculator):
     # --- internals --------------------------------------------------------------------
 
     def _graph(self, atoms) -> dict[str, torch.Tensor]:
-        """Atoms -> graph dict in the calculator's dtype, on its device (the model checks the elements)."""
-        self.model.species(torch.as_tensor(atoms.get_atomic_numbers()))
-        return to_device(from_ase(atoms, self.model.cutoff, dtype=self.dtype), self.device)
+        """Atoms -> graph dict in the calculator's dtype, on its device. ``from_ase`` refuses bad structures
+        (invalid atomic numbers by atom index, NaN, coincident atoms, degenerate cells); the model checks
+        its elements."""
+        graph = from_ase(atoms, self.model.cutoff, dtype=self.dtype)
+        self.model.species(graph[K.ATOMIC_NUMBERS])
+        return to_device(graph, self.device)

@@ -56,6 +56,18 @@ def bpa() -> Atoms:
 STRUCTURES = {"ethanol": ethanol, "copper": copper, "slab": slab, "small_cell": small_cell}
 
 
+def assert_same_structure(positions: np.ndarray, atoms: Atoms, atol: float) -> None:
+    """``positions`` (N, 3) Å are ``atoms.positions`` up to one rigid translation and lattice
+    translations of single atoms along periodic directions (how from_ase places a structure)."""
+    delta = positions - atoms.positions
+    delta = delta - delta[:1]
+    periodic = atoms.cell.array[atoms.pbc]
+    if len(periodic):
+        coefficients = np.linalg.lstsq(periodic.T, delta.T, rcond=None)[0].T  # (N, k) lattice coordinates
+        delta = delta - np.round(coefficients) @ periodic
+    np.testing.assert_allclose(delta, 0.0, atol=atol)
+
+
 def edge_vectors(graph: dict[str, torch.Tensor]) -> torch.Tensor:
     """r_ij = pos[j] - pos[i] + shift, (E, 3) Å (the documented convention)."""
     i, j = graph[K.EDGE_INDEX]
@@ -107,7 +119,7 @@ def test_from_ase_keys_shapes_and_dtypes(name, dtype):
     assert graph[K.NUM_ATOMS].item() == n
     np.testing.assert_array_equal(graph[K.ATOMIC_NUMBERS].numpy(), atoms.numbers)
     np.testing.assert_array_equal(graph[K.PBC][0].numpy(), atoms.pbc)
-    np.testing.assert_allclose(graph[K.POSITIONS].double().numpy(), atoms.positions, rtol=1e-7)
+    assert_same_structure(graph[K.POSITIONS].double().numpy(), atoms, atol=1e-5)
     np.testing.assert_allclose(graph[K.CELL][0].double().numpy(), atoms.cell.array, rtol=1e-7)
 
 
@@ -139,11 +151,16 @@ def test_from_ase_rejects_integer_dtype():
 def test_edge_vectors_reproduce_ase_distances(name):
     atoms = bpa() if name == "bpa" else STRUCTURES[name]()
     graph = from_ase(atoms, CUTOFF)
-    reference = ase_distances(atoms, CUTOFF)
+    (placed,) = to_ase(graph)  # the graph's shifts refer to its wrapped, centred positions
+    reference = ase_distances(placed, CUTOFF)
     keys = [(a, b, *s) for a, b, s in zip(*graph[K.EDGE_INDEX].tolist(), integer_shifts(graph).tolist())]
     assert sorted(keys) == sorted(reference)
     lengths = torch.linalg.vector_norm(edge_vectors(graph), dim=1).numpy()
     np.testing.assert_allclose(lengths, [reference[k] for k in keys], rtol=0, atol=1e-10)
+    # and the pairs with their distances are those of the structure as given
+    original = ase_distances(atoms, CUTOFF)
+    pairs = sorted((a, b, round(d, 8)) for (a, b, *_), d in original.items())
+    assert pairs == sorted((a, b, round(float(d), 8)) for (a, b, *_), d in zip(keys, lengths))
 
 
 def test_edge_vectors_in_float32_match_float64():
@@ -264,7 +281,7 @@ def test_to_ase_round_trips_a_batch():
     recovered = to_ase(collate([from_ase(a, CUTOFF) for a in structures]))
     assert len(recovered) == len(structures)
     for original, atoms in zip(structures, recovered):
-        np.testing.assert_array_equal(atoms.positions, original.positions)
+        assert_same_structure(atoms.positions, original, atol=1e-12)
         np.testing.assert_array_equal(atoms.numbers, original.numbers)
         np.testing.assert_array_equal(atoms.cell.array, original.cell.array)
         np.testing.assert_array_equal(atoms.pbc, original.pbc)
@@ -273,7 +290,7 @@ def test_to_ase_round_trips_a_batch():
 def test_to_ase_round_trips_float32_to_single_precision():
     original = slab()
     (atoms,) = to_ase(from_ase(original, CUTOFF, torch.float32))
-    np.testing.assert_allclose(atoms.positions, original.positions, atol=1e-5, rtol=0)
+    assert_same_structure(atoms.positions, original, atol=1e-5)
     np.testing.assert_array_equal(atoms.pbc, original.pbc)
 
 

@@ -13,42 +13,67 @@ import numpy as np
 import torch
 
 from molsym.data import keys as K
-from molsym.data.neighbours import check_structure, neighbour_list
+from molsym.data.neighbours import check_structure, wrapped_neighbour_list
+from molsym.data.structure_checks import check_atomic_numbers, check_min_distance
 
 
-def validate_structure(positions: np.ndarray, cell: np.ndarray, pbc) -> None:
+def validate_structure(positions: np.ndarray, cell: np.ndarray, pbc, where: str | None = None) -> None:
     """Refuse NaN/inf coordinates and degenerate periodic cells with a ValueError naming the problem.
 
     Args:
         positions: (N, 3) Å. cell: (3, 3) Å, lattice vectors as rows. pbc: (3,) bool.
+        where: "file, frame 3" put in front of the message.
     """
     check_structure(
         np.asarray(positions, dtype=np.float64).reshape(-1, 3),
         np.asarray(cell, dtype=np.float64).reshape(3, 3),
         np.asarray(pbc, dtype=bool).reshape(3),
+        where,
     )
 
 
-def from_ase(atoms, cutoff: float, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
+def from_ase(atoms, cutoff: float, dtype: torch.dtype = torch.float64, where: str | None = None
+             ) -> dict[str, torch.Tensor]:
     """One ``ase.Atoms`` -> graph dict with a neighbour list of radius ``cutoff`` (Å).
 
     Returns the input keys: positions (N, 3), atomic_numbers (N,) int64,
     batch (N,) int64 zeros, cell (1, 3, 3), pbc (1, 3) bool, edge_index (2, E)
     int64, edge_shift (E, 3), num_atoms (1,) int64; floating tensors in ``dtype``.
-    The neighbour list is built in float64 whatever ``dtype``. Stored energy,
-    forces and stress (``atoms.calc`` results) are not read here; dataset
-    readers add targets.
+
+    Positions are those of the same structure placed for precision: each atom
+    wrapped by a lattice vector into the (reduced) cell along periodic
+    directions, then all translated so that the centre of their bounding box
+    is the origin. Pair vectors, energies, forces, stress and Hessians are
+    unchanged (exactly, in float64), and float32 keeps its accuracy however
+    far from the origin the structure sits or however far atoms have
+    diffused. The neighbour list and this placement are computed in float64
+    whatever ``dtype``.
+
+    Stored energy, forces and stress (``atoms.calc`` results) are not read
+    here; dataset readers add targets.
+
+    Raises:
+        StructureError (a ValueError), prefixed by ``where`` ("file, frame 3")
+        when given: atomic numbers outside 1..118, NaN/inf coordinates, a
+        degenerate cell, an estimated neighbour count beyond
+        ``molsym.data.lattice.MAX_NEIGHBOURS_PER_ATOM``, or atoms closer than
+        ``molsym.data.structure_checks.MIN_DISTANCE``.
     """
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype}")
+    numbers = np.asarray(atoms.get_atomic_numbers())
+    check_atomic_numbers(numbers, where)
     positions = np.asarray(atoms.get_positions(), dtype=np.float64)
     cell = np.asarray(atoms.get_cell().array, dtype=np.float64)
     pbc = np.asarray(atoms.get_pbc(), dtype=bool)
-    edge_index, edge_shift = neighbour_list(positions, cell, pbc, cutoff)
+    wrapped, edge_index, edge_shift = wrapped_neighbour_list(positions, cell, pbc, cutoff, where)
+    check_min_distance(wrapped, edge_index, edge_shift, where)
+    if len(wrapped):
+        wrapped = wrapped - 0.5 * (wrapped.min(axis=0) + wrapped.max(axis=0))
     n = len(atoms)
     return {
-        K.POSITIONS: torch.tensor(positions, dtype=dtype),
-        K.ATOMIC_NUMBERS: torch.tensor(atoms.get_atomic_numbers(), dtype=torch.long),
+        K.POSITIONS: torch.tensor(wrapped, dtype=dtype),
+        K.ATOMIC_NUMBERS: torch.tensor(numbers, dtype=torch.long),
         K.BATCH: torch.zeros(n, dtype=torch.long),
         K.CELL: torch.tensor(cell, dtype=dtype).unsqueeze(0),
         K.PBC: torch.tensor(pbc, dtype=torch.bool).unsqueeze(0),
@@ -99,7 +124,10 @@ def to_device(graph: dict[str, torch.Tensor], device=None, dtype: torch.dtype | 
 def to_ase(graph: dict[str, torch.Tensor]) -> list:
     """Graph dict (one structure or a batch) -> list of ``ase.Atoms``, one per structure.
 
-    Restores positions (Å), atomic numbers, cell (Å) and pbc; targets are not copied.
+    Restores the structure: positions (Å) as the graph holds them (:func:`from_ase`
+    wraps and centres them, so they equal the original up to one rigid translation
+    and lattice translations of single atoms), atomic numbers, cell (Å) and pbc;
+    targets are not copied.
     """
     from ase import Atoms
 

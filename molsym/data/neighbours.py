@@ -9,12 +9,19 @@ S an integer lattice translation that is zero along open (non-periodic)
 directions, i != j, or i == j through a non-zero S (an atom seeing its own
 periodic image, which happens when the cell is thinner than the cutoff).
 
-Two preparations make vesin's cell list robust for any input; neither changes
-the set of pairs:
+Before the search, :func:`molsym.data.lattice.check_neighbour_density`
+refuses structures that would give more than
+``molsym.data.lattice.MAX_NEIGHBOURS_PER_ATOM`` neighbours per atom (a
+degenerate cell, atoms piled up), so no input makes the search hang or
+exhaust memory. Three preparations make vesin's cell list robust for any
+input; none changes the set of pairs:
 
-* atoms are wrapped into the cell along periodic directions (the integer
-  translations are added back to the shifts), so unwrapped trajectories and
-  skewed cells give bounded coordinates;
+* the periodic lattice vectors are replaced by a Minkowski-reduced basis of
+  the same lattice (:func:`molsym.data.lattice.reduced_lattice`; shifts are
+  converted back), so skewed cells cost no more than orthogonal ones;
+* atoms are wrapped into the reduced cell along periodic directions (the
+  integer translations are added back to the shifts), so unwrapped
+  trajectories give bounded coordinates;
 * along open directions, groups of atoms separated by an empty gap wider than
   twice the cutoff are moved closer (down to that gap). Such groups cannot
   share a pair, and a far-away atom (a desorbed molecule in a slab, a
@@ -25,6 +32,9 @@ from __future__ import annotations
 
 import numpy as np
 import vesin
+
+from molsym.data.lattice import check_neighbour_density, open_directions, reduced_lattice
+from molsym.data.structure_checks import StructureError, located
 
 # Lattice vectors shorter than this (Å) count as missing.
 _MIN_VECTOR_LENGTH = 1e-8
@@ -55,7 +65,8 @@ def neighbour_list(positions: np.ndarray, cell: np.ndarray, pbc, cutoff: float) 
     return edge_index, cartesian_shifts(cell_shifts, cell, pbc)
 
 
-def lattice_neighbours(positions: np.ndarray, cell: np.ndarray, pbc, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+def lattice_neighbours(positions: np.ndarray, cell: np.ndarray, pbc, cutoff: float,
+                       where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`neighbour_list`, with integer lattice shifts instead of Cartesian ones.
 
     Returns:
@@ -63,24 +74,52 @@ def lattice_neighbours(positions: np.ndarray, cell: np.ndarray, pbc, cutoff: flo
         cell_shifts: (E, 3) int64, S with r_ij = positions[j] - positions[i] + S @ cell;
             S[:, k] == 0 wherever pbc[k] is False. Same convention as ASE's
             ``neighbor_list("ijS", ...)``.
+    ``where`` ("file, frame 3") prefixes error messages.
     """
     positions, cell, pbc = _as_arrays(positions, cell, pbc)
-    check_structure(positions, cell, pbc)
+    _, _, edge_index, cell_shifts = _search(positions, cell, pbc, cutoff, where)
+    return edge_index, cell_shifts
+
+
+def wrapped_neighbour_list(positions: np.ndarray, cell: np.ndarray, pbc, cutoff: float,
+                           where: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions wrapped into the reduced cell, with the neighbour list of the wrapped positions.
+
+    Returns:
+        wrapped: (N, 3) Å, each atom translated by a lattice vector (along periodic
+            directions only) into the Minkowski-reduced cell; the same structure.
+        edge_index: (2, E) int64. edge_shift: (E, 3) float64 Å, with
+            r_ij = wrapped[j] - wrapped[i] + edge_shift.
+    """
+    positions, cell, pbc = _as_arrays(positions, cell, pbc)
+    wrapped, images, edge_index, cell_shifts = _search(positions, cell, pbc, cutoff, where)
+    i, j = edge_index
+    return wrapped, edge_index, cartesian_shifts(cell_shifts + images[j] - images[i], cell, pbc)
+
+
+def _search(positions, cell, pbc, cutoff, where):
+    """(wrapped (N, 3), images (N, 3) int64 with wrapped = positions - images @ cell,
+    edge_index (2, E), shifts S (E, 3) int64 referring to ``positions``), sorted by (i, j, S)."""
+    check_structure(positions, cell, pbc, where)
     check_cutoff(cutoff)
     if len(positions) == 0:
-        return np.zeros((2, 0), dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
-    wrapped, images = wrap_positions(positions, cell, pbc)
-    packed = pack_open_directions(wrapped, cell, pbc, cutoff)
+        empty = np.zeros((0, 3), dtype=np.int64)
+        return positions, empty, np.zeros((2, 0), dtype=np.int64), empty
+    reduced, op = reduced_lattice(cell, pbc)
+    check_neighbour_density(positions, reduced, pbc, cutoff, where)
+    wrapped, reduced_images = wrap_positions(positions, reduced, pbc)
+    packed = pack_open_directions(wrapped, reduced, pbc, cutoff)
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
-    i, j, s = calculator.compute(points=packed, box=_periodic_rows(cell, pbc), periodic=pbc, quantities="ijS")
+    i, j, s = calculator.compute(points=packed, box=_periodic_rows(reduced, pbc), periodic=pbc, quantities="ijS")
     i = i.astype(np.int64)
     j = j.astype(np.int64)
     s = s.astype(np.int64)
-    if images.any():
+    if reduced_images.any():
         # vesin's shifts refer to the wrapped positions: undo the wrapping.
-        s += images[i] - images[j]
+        s += reduced_images[i] - reduced_images[j]
+    s = s @ op  # reduced-lattice integers -> integers of the given cell
     order = np.lexsort((s[:, 2], s[:, 1], s[:, 0], j, i))
-    return np.stack((i[order], j[order])), s[order]
+    return wrapped, reduced_images @ op, np.stack((i[order], j[order])), s[order]
 
 
 def cartesian_shifts(cell_shifts: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
@@ -101,34 +140,35 @@ def check_cutoff(cutoff: float) -> None:
         raise ValueError(f"cutoff must be a finite positive number of Å, got {cutoff!r}")
 
 
-def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
+def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, where: str | None = None) -> None:
     """Refuse NaN/inf coordinates and degenerate periodic cells, naming the problem.
 
     Args:
         positions: (N, 3) Å.
         cell: (3, 3) Å, lattice vectors as rows.
         pbc: (3,) bool.
+        where: "file, frame 3" put in front of messages.
     Raises:
-        ValueError: positions or cell contain NaN/inf; a periodic direction has a
-            zero lattice vector; the periodic lattice vectors are linearly dependent
-            (a fully periodic cell of zero volume, or a slab of zero area).
+        StructureError (a ValueError): positions or cell contain NaN/inf; a periodic
+            direction has a zero lattice vector; the periodic lattice vectors are
+            linearly dependent (a fully periodic cell of zero volume, or a slab of zero area).
     """
     if not np.isfinite(positions).all():
         bad = np.unique(np.nonzero(~np.isfinite(positions))[0])
-        raise ValueError(f"positions contain NaN or inf (atoms {bad[:10].tolist()})")
+        raise StructureError(located(where, f"positions contain NaN or inf (atoms {bad[:10].tolist()})"))
     if not np.isfinite(cell[pbc]).all():
-        raise ValueError(f"cell contains NaN or inf along a periodic direction: {cell.tolist()}")
+        raise StructureError(located(where, f"cell contains NaN or inf along a periodic direction: {cell.tolist()}"))
     lengths = np.linalg.norm(cell, axis=1)
     for k in np.nonzero(pbc)[0]:
         if lengths[k] < _MIN_VECTOR_LENGTH:
-            raise ValueError(f"degenerate periodic cell: cell vector {k} is zero but pbc[{k}] is True")
+            raise StructureError(located(where, f"degenerate periodic cell: cell vector {k} is zero but pbc[{k}] is True"))
     periodic = cell[pbc] / lengths[pbc, None]
     if len(periodic) > 1 and np.sqrt(abs(np.linalg.det(periodic @ periodic.T))) < _MIN_UNIT_VOLUME:
         directions = np.nonzero(pbc)[0].tolist()
-        raise ValueError(
+        raise StructureError(located(where,
             f"degenerate periodic cell: the lattice vectors along periodic directions {directions} are "
             f"linearly dependent (zero volume or area), cell={cell.tolist()}"
-        )
+        ))
 
 
 def wrap_positions(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +182,7 @@ def wrap_positions(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> 
     if not pbc.any():
         return positions, images
     basis = _periodic_rows(cell, pbc)
-    basis[~pbc] = _open_basis(cell, pbc)
+    basis[~pbc] = open_directions(cell, pbc)
     fractional = np.linalg.solve(basis.T, positions.T).T
     images[:, pbc] = np.floor(fractional[:, pbc]).astype(np.int64)
     return positions - cartesian_shifts(images, cell, pbc), images
@@ -161,7 +201,7 @@ def pack_open_directions(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarra
         (N, 3) Å, the same array when no gap needs closing.
     """
     max_gap = 2.0 * cutoff
-    for direction in _open_basis(cell, pbc):
+    for direction in open_directions(cell, pbc):
         height = positions @ direction
         order = np.argsort(height, kind="stable")
         excess = np.clip(np.diff(height[order]) - max_gap, 0.0, None)
@@ -171,14 +211,6 @@ def pack_open_directions(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarra
         drop[order] = np.concatenate(([0.0], np.cumsum(excess)))
         positions = positions - drop[:, None] * direction
     return positions
-
-
-def _open_basis(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
-    """(3 - k, 3) orthonormal directions orthogonal to the k periodic lattice vectors."""
-    if not pbc.any():
-        return np.eye(3)
-    _, _, vt = np.linalg.svd(cell[pbc], full_matrices=True)
-    return vt[int(pbc.sum()):]
 
 
 def _periodic_rows(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:

@@ -11,6 +11,12 @@ from molsym.models.dtypes import model_dtype_device
 from molsym.models.threads import policy_threads
 
 
+def _no_atoms(graph: dict) -> dict:
+    """Results of structures without atoms: energy 0 (a sum over no atoms), forces (0, 3), stress 0."""
+    cell = graph[K.CELL]
+    return {K.ENERGY: cell.new_zeros(cell.shape[0]), K.FORCES: cell.new_zeros(0, 3), K.STRESS: torch.zeros_like(cell)}
+
+
 def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, batch_size: int = 32) -> dict:
     """Predict for one ``ase.Atoms`` or a list of them, in the model's dtype and on its device.
 
@@ -28,7 +34,8 @@ def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, 
         and ``hessian`` (3N, 3N) eV/Å². For a list of B structures:
         ``energy`` (B,), ``forces`` a list of B arrays (N_b, 3), ``stress``
         (B, 3, 3) and ``hessian`` a list of B arrays (3N_b, 3N_b).
-        Batched and one-by-one predictions agree to rounding.
+        Batched and one-by-one predictions agree to rounding. A structure
+        without atoms has energy 0, forces (0, 3), stress 0 and Hessian (0, 0).
     """
     single = not isinstance(atoms, (list, tuple))
     structures = [atoms] if single else list(atoms)
@@ -48,7 +55,8 @@ def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, 
         graphs = [from_ase(a, model.cutoff, dtype=dtype) for a in chunk]
         graph = to_device(collate(graphs), device)
         with policy_threads(graph):
-            out = energy_forces_stress(model, graph, forces=True, stress=stress)
+            out = energy_forces_stress(model, graph, forces=True, stress=stress) if len(graph[K.BATCH]) else \
+                _no_atoms(graph)
         energies.append(out[K.ENERGY].detach().cpu().double().numpy())
         counts = graph[K.NUM_ATOMS].tolist()
         forces.extend(f.numpy() for f in torch.split(out[K.FORCES].detach().cpu().double(), counts))
@@ -58,7 +66,8 @@ def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, 
             for g in graphs:
                 g = to_device(g, device)
                 with policy_threads(g):
-                    hessians.append(exact_hessian(model, g).cpu().double().numpy())
+                    hessians.append(exact_hessian(model, g).cpu().double().numpy() if len(g[K.BATCH])
+                                    else np.zeros((0, 0)))
     result = {"energy": np.concatenate(energies), "forces": forces}
     if stress:
         result["stress"] = np.concatenate(stresses)
