@@ -2,22 +2,45 @@
 
 A checkpoint is one ``torch.save`` file holding only plain data::
 
-    {"format": 1, "molsym_version": str, "config": dict, "state_dict": {name: Tensor}, "metadata": dict}
+    {"format": 1, "molsym_version": str, "config": dict, "state_dict": {name: Tensor}, "metadata": dict,
+     "checksum": {"algorithm": "sha256", "state_dict": hex digest}}
 
 It is read with ``torch.load(weights_only=True)``, whose unpickler accepts
 tensors and plain containers only: a file that holds any other object (for
 instance one whose ``__reduce__`` would run code) is refused before anything
 in it is executed.
+
+Integrity: the checksum is a sha256 over every tensor of the state dict
+(names in sorted order, dtype, shape and bytes; :func:`state_dict_checksum`).
+:func:`load` recomputes it and refuses a file whose weights changed after
+writing (flipped bytes that still unzip); checkpoints written before
+checksums existed carry none and are accepted. Non-finite weights are refused
+with the parameter's name, with or without a checksum.
+
+Interrupted writes: :func:`atomic_save` writes ``.NAME.<16 hex>.tmp`` beside
+``NAME`` and renames it over; a process killed in between leaves that file.
+The next write to ``NAME`` removes such files once they are older than
+``STALE_TEMPORARY_SECONDS`` (10 minutes) since their last modification:
+a live writer (another process saving the same path at the same moment)
+keeps writing to its file, so only files nobody has touched for that long,
+far longer than any checkpoint write, are removed. Only names of exactly
+that pattern are touched.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import re
 import secrets
+import time
 
 import torch
 
 FORMAT_VERSION = 1
+CHECKSUM_ALGORITHM = "sha256"
+# Temporary files of an interrupted write older than this (seconds since modification) are removed.
+STALE_TEMPORARY_SECONDS = 600.0
 
 
 class CheckpointError(ValueError):
@@ -41,13 +64,26 @@ def model_payload(model, metadata: dict | None = None, state_dict: dict | None =
     from molsym import __version__
 
     weights = model.state_dict() if state_dict is None else state_dict
+    weights = {k: v.detach().cpu().clone() for k, v in weights.items()}
     return {
         "format": FORMAT_VERSION,
         "molsym_version": __version__,
         "config": _plain(model.config),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in weights.items()},
+        "state_dict": weights,
         "metadata": _plain(metadata or {}),
+        "checksum": {"algorithm": CHECKSUM_ALGORITHM, "state_dict": state_dict_checksum(weights)},
     }
+
+
+def state_dict_checksum(state_dict: dict) -> str:
+    """sha256 hex digest over the tensors of ``state_dict``: for each name in sorted order,
+    the name, dtype, shape and the raw bytes of its (CPU, contiguous) data."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def atomic_save(payload, path) -> None:
@@ -55,6 +91,7 @@ def atomic_save(payload, path) -> None:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
     # O_EXCL: never follow or reuse an existing file; mode 0666 filtered by the umask, as for open()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -71,6 +108,35 @@ def atomic_save(payload, path) -> None:
     _fsync_directory(directory)
 
 
+def remove_stale_temporaries(path, older_than: float = STALE_TEMPORARY_SECONDS) -> list[str]:
+    """Remove ``.NAME.<16 hex>.tmp`` files of interrupted writes to ``path`` untouched for ``older_than`` s.
+
+    Returns the removed paths. Files of another name, or modified more recently
+    (possibly a concurrent writer's), are left alone.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(rf"\.{re.escape(os.path.basename(path))}\.[0-9a-f]{{16}}\.tmp")
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    now = time.time()
+    for name in names:
+        if not pattern.fullmatch(name):
+            continue
+        candidate = os.path.join(directory, name)
+        try:
+            if not os.path.isfile(candidate) or now - os.stat(candidate).st_mtime < older_than:
+                continue
+            os.unlink(candidate)
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+        removed.append(candidate)
+    return removed
+
+
 def load(path, map_location="cpu"):
     """Read a checkpoint written by :func:`save` and return the model in eval mode.
 
@@ -81,12 +147,14 @@ def load(path, map_location="cpu"):
     Raises:
         CheckpointError: the file is missing, truncated or corrupt, holds
             objects other than tensors and plain containers (refused, never
-            executed), is not a molsym checkpoint, or its state dict does not
+            executed), is not a molsym checkpoint, its weights do not match
+            their checksum or are not finite, or its state dict does not
             match its config.
     """
     path = os.fspath(path)
     payload = read_payload(path)
     config, state_dict = _validate_payload(payload, path)
+    check_weights(payload, path)
     model = _build(config, path)
     dtypes = [v.dtype for v in state_dict.values() if v.is_floating_point()]
     if dtypes:  # cast before loading, so that float64 weights are not rounded through float32
@@ -130,6 +198,26 @@ def read_payload(path) -> dict:
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path!r} is not a molsym checkpoint (expected a dict, got {type(payload).__name__})")
     return payload
+
+
+def check_weights(payload: dict, path: str) -> None:
+    """Refuse a payload whose state dict does not match its stored checksum (when it has one)
+    or holds NaN/inf, naming the parameters; see the module docstring."""
+    state_dict = payload["state_dict"]
+    checksum = payload.get("checksum")
+    if checksum is not None:
+        if not isinstance(checksum, dict) or checksum.get("algorithm") != CHECKSUM_ALGORITHM \
+                or not isinstance(checksum.get("state_dict"), str):
+            raise CheckpointError(f"checkpoint {path!r} has a malformed checksum entry {checksum!r}")
+        if state_dict_checksum(state_dict) != checksum["state_dict"]:
+            raise CheckpointError(
+                f"checkpoint {path!r} is corrupt: its weights do not match the {CHECKSUM_ALGORITHM} checksum "
+                f"written with them (the file was changed or damaged after it was saved)")
+    bad = [name for name, tensor in state_dict.items()
+           if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CheckpointError(f"checkpoint {path!r} holds non-finite weights (NaN or inf) in {shown}")
 
 
 def _validate_payload(payload, path: str) -> tuple[dict, dict]:

@@ -153,3 +153,110 @@ def test_state_dict_that_does_not_match_the_config(tmp_path):
     torch.save({"format": 1, "config": model.config, "state_dict": {**state, "extra.weight": torch.zeros(2)}}, path)
     with pytest.raises(CheckpointError, match=r"1 unexpected keys: extra\.weight\)"):
         molsym.load(path)
+
+
+# --- integrity: checksum, non-finite weights, interrupted writes --------------------------------
+
+
+def _flip_bytes_inside_a_weight(path: Path, model) -> None:
+    """Change bytes in the middle of the largest tensor's stored data, leaving the zip readable."""
+    import zipfile
+
+    name, tensor = max(model.state_dict().items(), key=lambda item: item[1].numel())
+    raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    data = bytearray(path.read_bytes())
+    start = data.find(raw)
+    assert start > 0, "the weights are stored uncompressed in torch's zip format"
+    middle = start + len(raw) // 2
+    data[middle:middle + 4] = bytes(b ^ 0xFF for b in data[middle:middle + 4])
+    path.write_bytes(bytes(data))
+    with zipfile.ZipFile(path) as archive:  # still a valid zip (torch does not check CRCs on load)
+        assert archive.namelist()
+
+
+def test_flipped_bytes_inside_the_weights_are_refused(tmp_path):
+    model = small_model()
+    path = tmp_path / "model.pt"
+    molsym.save(model, path)
+    _flip_bytes_inside_a_weight(path, model)
+    raw = torch.load(path, weights_only=True)  # torch itself reads the altered weights silently
+    assert any(not torch.equal(raw["state_dict"][k], v) for k, v in model.state_dict().items())
+    with pytest.raises(CheckpointError, match="do not match the sha256 checksum"):
+        molsym.load(path)
+
+
+def test_checksum_covers_names_dtypes_and_shapes():
+    from molsym.checkpoint import state_dict_checksum
+
+    state = {"a": torch.arange(6.0), "b": torch.ones(2)}
+    reference = state_dict_checksum(state)
+    assert state_dict_checksum({"b": torch.ones(2), "a": torch.arange(6.0)}) == reference  # order-free
+    assert state_dict_checksum({"a": torch.arange(6.0).view(2, 3), "b": torch.ones(2)}) != reference
+    assert state_dict_checksum({"a": torch.arange(6.0).double(), "b": torch.ones(2)}) != reference
+    assert state_dict_checksum({"c": torch.arange(6.0), "b": torch.ones(2)}) != reference
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weight_is_refused_naming_the_parameter(tmp_path, value):
+    model = small_model()
+    name = next(k for k, v in model.state_dict().items() if v.is_floating_point() and v.numel() > 1)
+    with torch.no_grad():
+        model.state_dict()[name].view(-1)[1] = value
+    path = tmp_path / "model.pt"
+    molsym.save(model, path)  # the checksum matches: the NaN is in the weights themselves
+    with pytest.raises(CheckpointError, match=f"non-finite weights.*{name}"):
+        molsym.load(path)
+
+
+def test_checkpoint_without_checksum_still_loads(tmp_path):
+    model = small_model()
+    payload = molsym.checkpoint.model_payload(model)
+    del payload["checksum"]
+    path = tmp_path / "old.pt"
+    torch.save(payload, path)
+    loaded = molsym.load(path)
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+
+
+def test_stale_temporary_files_are_removed_by_the_next_write(tmp_path):
+    path = tmp_path / "last.pt"
+    stale = tmp_path / ".last.pt.0123456789abcdef.tmp"
+    live = tmp_path / ".last.pt.fedcba9876543210.tmp"  # a concurrent writer's, just modified
+    other = tmp_path / ".best.pt.0123456789abcdef.tmp"  # another checkpoint's
+    lookalike = tmp_path / ".last.pt.not-hex-digits.tmp"
+    for file in (stale, live, other, lookalike):
+        file.write_bytes(b"partial")
+    old = os.stat(stale).st_mtime - 2 * molsym.checkpoint.STALE_TEMPORARY_SECONDS
+    for file in (stale, other, lookalike):
+        os.utime(file, (old, old))
+    molsym.save(small_model(), path)
+    assert sorted(os.listdir(tmp_path)) == sorted(["last.pt", live.name, other.name, lookalike.name])
+    molsym.load(path)
+
+
+def test_temporary_file_of_a_killed_write_is_removed_later(tmp_path):
+    """A writer killed (SIGKILL) between writing and renaming leaves its temporary file; a later
+    write removes it once it is stale, and the previous checkpoint survives throughout."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "last.pt"
+    molsym.save(small_model(), path)
+    before = path.read_bytes()
+    script = (
+        "import os, signal, sys, torch, molsym\n"
+        "os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "torch.manual_seed(1)\n"
+        "m = molsym.Potential.from_config({'family': 'tensornet', 'elements': [1], 'channels': 4, 'layers': 1})\n"
+        "molsym.save(m, sys.argv[1])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, timeout=120)
+    assert result.returncode == -9
+    leftovers = [name for name in os.listdir(tmp_path) if name != "last.pt"]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".last.pt.") and leftovers[0].endswith(".tmp")
+    assert path.read_bytes() == before
+    old = os.stat(tmp_path / leftovers[0]).st_mtime - 2 * molsym.checkpoint.STALE_TEMPORARY_SECONDS
+    os.utime(tmp_path / leftovers[0], (old, old))
+    molsym.save(small_model(seed=2), path)
+    assert os.listdir(tmp_path) == ["last.pt"]

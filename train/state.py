@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from molsym.checkpoint import CheckpointError, atomic_save, model_payload, read_payload
+from molsym.checkpoint import CheckpointError, atomic_save, check_weights, model_payload, read_payload
 
 BEST = "best.pt"
 LAST = "last.pt"
@@ -73,6 +73,8 @@ def read_training_state(path: Path) -> dict:
     payload = read_payload(path)
     if "training" not in payload or "config" not in payload:
         raise CheckpointError(f"{str(path)!r} holds no training state: it cannot be resumed (it is a model-only checkpoint)")
+    if isinstance(payload.get("state_dict"), dict):
+        check_weights(payload, str(path))
     return payload
 
 
