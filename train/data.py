@@ -30,6 +30,7 @@ from molsym.data.readers import (
     read_samples,
 )
 from molsym.data.readers.oc20 import default_log_path
+from molsym.train.preflight import validate_splits
 
 ISOLATED_ATOM_SUFFIXES = (".xyz", ".extxyz")
 
@@ -142,7 +143,9 @@ def build_splits(config: dict, cutoff: float, dtype: torch.dtype) -> Splits:
     """Read every split of ``config["data"]``; hold out ``valid_fraction`` of train when no valid file is given.
 
     The held-out part is chosen by a permutation seeded with ``config["seed"]``,
-    so a resumed or distributed run sees the same split.
+    so a resumed or distributed run sees the same split. Every split is then
+    checked (:func:`molsym.train.preflight.validate_splits`): a bad structure,
+    label or element stops the run here, naming the file and frame, before any step.
     """
     data = config["data"]
     spec = target_spec(data, config["loss"])
@@ -168,7 +171,9 @@ def build_splits(config: dict, cutoff: float, dtype: torch.dtype) -> Splits:
         test = Subset(test, keep)
     if len(train) == 0:
         raise ValueError("the training set is empty")
-    return Splits(train, valid, test)
+    splits = Splits(train, valid, test)
+    validate_splits(splits, config, cutoff)
+    return splits
 
 
 def _root(dataset: Dataset) -> Dataset:

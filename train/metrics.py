@@ -47,6 +47,12 @@ class MetricSums:
         out.values = all_reduce_sum(self.values.clone(), world)
         return out
 
+    def combined(self, other: "MetricSums") -> "MetricSums":
+        """The sums over both sets of structures (metrics of their union)."""
+        out = MetricSums(self.values.device)
+        out.values = self.values + other.values.to(self.values.device)
+        return out
+
     def state_dict(self) -> torch.Tensor:
         return self.values.detach().cpu().clone()
 

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from molsym.data import keys as K
+from molsym.data.lattice import check_neighbour_density, reduced_lattice
 from molsym.data.neighbours import check_structure, wrapped_neighbour_list
-from molsym.data.structure_checks import check_atomic_numbers, check_min_distance
+from molsym.data.structure_checks import MIN_DISTANCE, check_atomic_numbers, check_min_distance
 
 
 def validate_structure(positions: np.ndarray, cell: np.ndarray, pbc, where: str | None = None) -> None:
@@ -30,6 +31,24 @@ def validate_structure(positions: np.ndarray, cell: np.ndarray, pbc, where: str 
         np.asarray(pbc, dtype=bool).reshape(3),
         where,
     )
+
+
+def check_atoms(atoms, cutoff: float, where: str | None = None) -> None:
+    """Every check :func:`from_ase` makes, without building the neighbour list of radius ``cutoff``.
+
+    Atomic numbers, finite coordinates, a sane cell, the estimated neighbour count at
+    ``cutoff`` (Å) and the minimum distance (a search of radius ``MIN_DISTANCE`` only,
+    much cheaper than the full list). Raises the same ``StructureError`` as :func:`from_ase`.
+    """
+    check_atomic_numbers(atoms.get_atomic_numbers(), where)
+    positions = np.asarray(atoms.get_positions(), dtype=np.float64)
+    cell = np.asarray(atoms.get_cell().array, dtype=np.float64)
+    pbc = np.asarray(atoms.get_pbc(), dtype=bool)
+    check_structure(positions, cell, pbc, where)
+    if len(positions) == 0:
+        return
+    check_neighbour_density(positions, reduced_lattice(cell, pbc)[0], pbc, cutoff, where)
+    check_min_distance(*wrapped_neighbour_list(positions, cell, pbc, MIN_DISTANCE, where), where)
 
 
 def from_ase(atoms, cutoff: float, dtype: torch.dtype = torch.float64, where: str | None = None

@@ -47,14 +47,24 @@ def sample_from_atoms(atoms, spec: TargetSpec, where: str, extra_sources=(), met
     return Sample(atoms=atoms, targets=targets, meta=dict(meta or {}))
 
 
+def sample_location(sample: Sample) -> str:
+    """Where ``sample`` comes from, for messages: "FILE, frame I" or "FILE, row id R (position I)"."""
+    meta = sample.meta
+    source = meta.get("source", "structure")
+    if "id" in meta:
+        return f"{source}, row id {meta['id']} (position {meta.get('index')})"
+    return f"{source}, frame {meta['index']}" if "index" in meta else str(source)
+
+
 def to_graph(sample: Sample, cutoff: float, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
     """Graph dict of ``sample``: :func:`molsym.data.graph.from_ase` plus its targets.
 
     Floating targets are cast to ``dtype``; ``fixed`` stays bool and ``tags`` int64.
     ``energy`` is (1,) and ``stress`` (1, 3, 3), so :func:`molsym.data.graph.collate`
-    concatenates them into (B,) and (B, 3, 3).
+    concatenates them into (B,) and (B, 3, 3). Errors name the file and frame
+    (:func:`sample_location`).
     """
-    graph = from_ase(sample.atoms, cutoff, dtype)
+    graph = from_ase(sample.atoms, cutoff, dtype, where=sample_location(sample))
     for key, value in sample.targets.items():
         if key == K.FIXED:
             graph[key] = torch.as_tensor(value, dtype=torch.bool)
