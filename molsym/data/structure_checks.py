@@ -53,7 +53,7 @@ def check_min_distance(positions: np.ndarray, edge_index: np.ndarray, edge_shift
     i, j = edge_index
     vectors = positions[j] - positions[i] + edge_shift
     lengths = np.sqrt(np.einsum("ed,ed->e", vectors, vectors))
-    close = np.flatnonzero((lengths < minimum) & (i <= j))  # each undirected pair once
+    close = np.flatnonzero((lengths < minimum) & ((i < j) | ((i == j) & _positive(edge_shift))))  # each pair once
     if close.size == 0:
         return
     close = close[np.argsort(lengths[close], kind="stable")]
@@ -64,3 +64,9 @@ def check_min_distance(positions: np.ndarray, edge_index: np.ndarray, edge_shift
     more = f" and {close.size - _SHOWN} more pair(s)" if close.size > _SHOWN else ""
     raise StructureError(located(where, f"atoms closer than the minimum distance of {minimum} Å "
                                         f"(coincident or nearly coincident atoms): {'; '.join(pairs)}{more}"))
+
+
+def _positive(shifts: np.ndarray) -> np.ndarray:
+    """(E,) bool: the first non-zero component of each shift (E, 3) is positive (one of each +S, -S)."""
+    first = np.argmax(shifts != 0, axis=1)
+    return shifts[np.arange(len(shifts)), first] > 0
