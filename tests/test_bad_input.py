@@ -24,6 +24,7 @@ from train_helpers import SUBSET, tiny_config, write_config
 FAMILIES = {
     "tensornet": {"family": "tensornet", "channels": 8, "layers": 1, "num_radial": 8},
     "e3nn": {"family": "e3nn", "channels": 4, "layers": 1, "num_radial": 8, "lmax": 2},
+    "escn": {"family": "escn", "channels": 4, "layers": 1, "num_radial": 8, "lmax": 2, "mmax": 2, "radial_hidden": 16},
 }
 ELEMENTS = [1, 6, 7, 8, 29]
 DEGENERATE_CELLS = {"1e-3": [[2, 0, 0], [2, 1e-3, 0], [0, 0, 2]], "1e-4": [[2, 0, 0], [2, 1e-4, 0], [0, 0, 2]]}
