@@ -18,6 +18,7 @@ marked required; ``molsym train --help-config`` prints this table)::
     optimizer: {lr: 0.005, weight_decay: 0.0, betas: [0.9, 0.999], amsgrad: true}
     schedule: {type: plateau, factor: 0.8, patience: 10, min_lr: 1e-6, warmup_epochs: 0}
     ema: {decay: 0.99}           # or null for none
+    guard: {factor: 10, lr_factor: 0.5, max_nonfinite: 3}   # divergence guard, or null for none
     clip_grad_norm: 10.0         # or null
     epochs: 100
     max_time: null               # wall-clock budget: seconds, or "90s", "20m", "2h"
@@ -175,8 +176,8 @@ OPTIMIZER = {
 }
 
 SCHEDULE = {
-    "type": Field((str,), "plateau", "plateau (reduce on validation-loss plateau), cosine (with warm-up; its "
-                  "length is 'epochs', so size epochs to fit a max_time budget) or constant",
+    "type": Field((str,), "plateau", "plateau (reduce on validation-loss plateau), cosine (with warm-up, over "
+                  "'epochs', shortened to fit max_time: see fit_to_budget) or constant",
                   _one_of("plateau", "cosine", "constant")),
     "factor": Field(NUMBER, 0.8, "plateau: multiply the LR by this", _unit_interval_open),
     "patience": Field((int,), 10, "plateau: epochs without improvement before reducing", _non_negative),
@@ -184,7 +185,22 @@ SCHEDULE = {
     "warmup_epochs": Field(NUMBER, 0, "linear warm-up from lr * warmup_start over this many epochs (any type)",
                            _non_negative),
     "warmup_start": Field(NUMBER, 0.01, "warm-up starting fraction of lr", _fraction),
-    "min_lr": Field(NUMBER, 1e-6, "floor of the LR (cosine end, plateau minimum)", _non_negative),
+    "min_lr": Field(NUMBER, 1e-6, "floor of the LR (cosine end, plateau minimum, guard reductions)", _non_negative),
+    "fit_to_budget": Field((bool,), True, "cosine with max_time: after each epoch, shorten the cosine to the steps "
+                           "the remaining budget allows at the speed measured so far, so the run anneals "
+                           "before its budget ends"),
+}
+
+GUARD = {
+    "factor": Field(NUMBER, 10.0, "a step whose loss exceeds this x the running median is a spike",
+                    lambda v: None if v > 1 else "must be > 1"),
+    "window": Field((int,), 50, "steps in the running median of the loss", _positive),
+    "min_steps": Field((int,), 10, "accepted steps before spikes are judged (non-finite losses always are)",
+                       _positive),
+    "lr_factor": Field(NUMBER, 0.5, "multiply the LR by this at every spike or non-finite step",
+                       lambda v: None if 0 < v <= 1 else "must lie in (0, 1]"),
+    "max_spikes": Field((int,), 5, "spikes in a row after which the loss counts as the new level", _positive),
+    "max_nonfinite": Field((int,), 3, "non-finite steps in a row that stop training (non-zero exit)", _positive),
 }
 
 EMA = {
@@ -198,8 +214,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
     "optimizer": OPTIMIZER,
     "schedule": SCHEDULE,
     "ema": EMA,
+    "guard": GUARD,
 }
-NULLABLE_SECTIONS = ("ema",)
+NULLABLE_SECTIONS = ("ema", "guard")
 
 
 def _type_name(types: tuple) -> str:

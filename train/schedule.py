@@ -10,6 +10,21 @@ steps after warm-up (cosine), or the product of every plateau reduction so
 far (plateau: after ``patience`` evaluations without a relative improvement
 of ``threshold`` in the validation loss, multiply by ``factor``, never below
 ``min_lr``). The whole state is plain numbers, saved with the run.
+
+Fitting the cosine to a time budget (``fit_to_budget`` with ``max_time``):
+the cosine's length is ``epochs`` x steps per epoch unless the budget ends
+the run first. After every epoch the loop calls :meth:`fit_to_budget` with
+the steps taken and the training seconds spent; at the speed measured so far
+(steps / seconds) the budget allows s_fit = s + (max_time - t) x s / t
+steps, and the cosine's length becomes min(its length, s_fit). The first
+epoch's speed sets the length; later epochs only ever shorten it (a slower
+machine), never lengthen it, so the LR never rises again and every run that
+its budget stops has annealed to ``min_lr`` by then. The fitted length is
+saved with the run; resuming with another ``max_time`` fits afresh.
+
+The divergence guard (``molsym.train.guard``) lowers the LR by a factor
+that multiplies every schedule (:attr:`LearningRate.guard_scale`), never
+below ``min_lr``.
 """
 from __future__ import annotations
 
@@ -29,14 +44,43 @@ class LearningRate:
         self.threshold = float(schedule["threshold"])
         self.warmup_start = float(schedule["warmup_start"])
         self.warmup_steps = int(round(float(schedule["warmup_epochs"]) * steps_per_epoch))
-        self.total_steps = max(1, steps_per_epoch * epochs)
+        self.fit = bool(schedule["fit_to_budget"]) and self.kind == "cosine"
+        self.planned_steps = max(1, steps_per_epoch * epochs)
+        self.fitted_steps: int | None = None  # cosine length the time budget allows, once measured
+        self.fit_budget: float | None = None  # the max_time it was fitted to (s)
+        self.guard_scale = 1.0
         self.step_count = 0
         self.plateau_scale = 1.0
         self.best = math.inf
         self.bad_evaluations = 0
         self.apply()
 
+    @property
+    def total_steps(self) -> int:
+        """Steps of the whole schedule: ``epochs`` x steps per epoch, or fewer when fitted to a budget."""
+        if self.fitted_steps is None:
+            return self.planned_steps
+        return max(1, min(self.planned_steps, self.fitted_steps))
+
+    def fit_to_budget(self, steps: int, seconds: float, budget: float | None) -> None:
+        """Shorten the cosine so it ends within ``budget`` s, at ``steps`` per ``seconds`` measured so far."""
+        if not self.fit or budget is None or steps <= 0 or seconds <= 0:
+            return
+        if self.fit_budget != budget:
+            self.fitted_steps, self.fit_budget = None, float(budget)
+        allowed = steps + int(max(0.0, budget - seconds) * steps / seconds)
+        allowed = max(allowed, self.warmup_steps + 1, steps)
+        self.fitted_steps = allowed if self.fitted_steps is None else min(self.fitted_steps, allowed)
+        self.apply()
+
     def value(self) -> float:
+        base = self.base_value()
+        if self.guard_scale >= 1.0:
+            return base
+        return max(base * self.guard_scale, min(base, self.min_lr))
+
+    def base_value(self) -> float:
+        """The schedule's LR before the guard's reduction."""
         s = self.step_count
         warm = 1.0
         if self.warmup_steps > 0 and s < self.warmup_steps:
@@ -78,11 +122,16 @@ class LearningRate:
 
     def state_dict(self) -> dict:
         return {"step_count": self.step_count, "plateau_scale": self.plateau_scale, "best": self.best,
-                "bad_evaluations": self.bad_evaluations, "total_steps": self.total_steps}
+                "bad_evaluations": self.bad_evaluations, "total_steps": self.total_steps,
+                "fitted_steps": self.fitted_steps, "fit_budget": self.fit_budget, "guard_scale": self.guard_scale}
 
     def load_state_dict(self, state: dict) -> None:
         self.step_count = int(state["step_count"])
         self.plateau_scale = float(state["plateau_scale"])
         self.best = float(state["best"])
         self.bad_evaluations = int(state["bad_evaluations"])
+        fitted = state.get("fitted_steps")  # absent in runs saved before budget fitting
+        self.fitted_steps = None if fitted is None else int(fitted)
+        self.fit_budget = None if state.get("fit_budget") is None else float(state["fit_budget"])
+        self.guard_scale = float(state.get("guard_scale", 1.0))
         self.apply()
