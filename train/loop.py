@@ -28,6 +28,7 @@ from molsym.checkpoint import read_payload
 from molsym.data.graph import collate, to_device
 from molsym.models.dtypes import resolve_dtype
 from molsym.models.potential import Potential
+from molsym.train import recipe
 from molsym.train import state as run_files
 from molsym.train.data import build_splits, has_target, model_config_from_data
 from molsym.train.distributed import World, all_reduce_sum, barrier, broadcast_flag, init_world, resolve_device, shutdown
@@ -69,10 +70,6 @@ class Run:
             if not last.exists():
                 raise FileNotFoundError(f"--resume: {last} does not exist, so there is no run to resume")
             previous = run_files.read_training_state(last)
-            changes = run_files.config_changes(previous["training"]["config"], config)
-            if changes:
-                raise ValueError(f"--resume: the config differs from the run's in {changes}; "
-                                 f"only {sorted(run_files.RESUMABLE_CHANGES)} may change")
         elif last.exists():
             raise RunExists(f"{self.output} already holds a run ({last}); resume it with --resume "
                             f"or choose another output directory")
@@ -80,6 +77,12 @@ class Run:
         model_config = dict(config["model"])
         cutoff = float(previous["config"]["cutoff"] if previous else model_config.get("cutoff", 4.5))
         self.splits = build_splits(config, cutoff, self.dtype)
+        config = self.config = recipe.resolve_data_dependent(config, len(self.splits.train), world.size)
+        if previous is not None:
+            changes = run_files.config_changes(previous["training"]["config"], config)
+            if changes:
+                raise ValueError(f"--resume: the config differs from the run's in {changes}; "
+                                 f"only {sorted(run_files.RESUMABLE_CHANGES)} may change")
         if previous is None:
             model_config = model_config_from_data(config, self.splits)
         else:
@@ -335,6 +338,7 @@ def train(config: dict, resume: bool = False) -> dict:
 
 def _train(config: dict, world: World, resume: bool) -> dict:
     run = Run(config, world, resume)
+    config = run.config  # with the data-dependent choices made
     if world.is_main:
         run.output.mkdir(parents=True, exist_ok=True)
         print(f"molsym train: {len(run.splits.train)} training structures, "
