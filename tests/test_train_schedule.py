@@ -21,24 +21,31 @@ def _schedule(**changes) -> tuple[LearningRate, torch.optim.Optimizer]:
     return LearningRate(optimizer, {**COSINE, **changes}, 0.01, steps_per_epoch=10, epochs=100), optimizer
 
 
-def test_fit_shortens_the_cosine_to_the_budget_and_never_lengthens_it():
-    lr, optimizer = _schedule()
-    assert lr.total_steps == 1000
-    for _ in range(10):
-        lr.step()
-    lr.fit_to_budget(steps=10, seconds=5.0, budget=100.0)  # 2 steps/s: 10 + 95 s x 2 = 200 steps fit
-    assert lr.total_steps == 200
-    lr.fit_to_budget(steps=10, seconds=1.0, budget=100.0)  # faster now: the cosine is not lengthened
-    assert lr.total_steps == 200
-    lr.fit_to_budget(steps=10, seconds=10.0, budget=100.0)  # slower: shortened to 10 + 90 x 1
-    assert lr.total_steps == 100
+def _run(lr, optimizer, steps: int) -> list[float]:
     values = []
-    while lr.step_count < 100:
+    for _ in range(steps):
         lr.step()
         values.append(optimizer.param_groups[0]["lr"])
-    assert values[-1] == pytest.approx(1e-5) and all(b <= a for a, b in zip(values, values[1:]))
-    lr.fit_to_budget(steps=100, seconds=10.0, budget=1000.0)  # another budget (a resume): fitted afresh
-    assert lr.total_steps == 1000 and lr.fitted_steps == 100 + 990 * 10
+    return values
+
+
+def test_fit_stretches_the_cosine_over_the_budget_both_ways_and_the_lr_never_rises():
+    lr, optimizer = _schedule()
+    assert lr.total_steps == 1000
+    values = _run(lr, optimizer, 10)  # the warm-up epoch
+    lr.fit_to_budget(steps=10, seconds=5.0, budget=100.0)  # 2 steps/s: 95 s leave 190 steps
+    assert lr.total_steps == 200
+    values += _run(lr, optimizer, 40)
+    lr.fit_to_budget(steps=50, seconds=15.0, budget=100.0)  # faster: 85 s x 10/3 steps/s = 283 more steps
+    assert lr.total_steps == 50 + 284
+    values += _run(lr, optimizer, 50)
+    lr.fit_to_budget(steps=100, seconds=60.0, budget=100.0)  # slower: 40 s x 5/3 = 66.7 more steps
+    assert lr.total_steps == 100 + 67
+    values += _run(lr, optimizer, 67)
+    assert values[-1] == pytest.approx(1e-5) and values[-2] > 1e-5
+    assert all(b <= a for a, b in zip(values[10:], values[11:]))
+    lr.fit_to_budget(steps=167, seconds=100.0, budget=100.0)  # budget spent: the cosine stays ended
+    assert _run(lr, optimizer, 3)[-1] == pytest.approx(1e-5)
 
 
 def test_fit_keeps_the_planned_length_when_the_budget_allows_it_and_only_fits_cosines():
@@ -48,22 +55,38 @@ def test_fit_keeps_the_planned_length_when_the_budget_allows_it_and_only_fits_co
     for kind in ("plateau", "constant"):
         other, _ = _schedule(type=kind)
         other.fit_to_budget(steps=10, seconds=5.0, budget=100.0)
-        assert other.total_steps == 1000 and other.fitted_steps is None
+        assert other.total_steps == 1000 and other.fit_budget is None
     off, _ = _schedule(fit_to_budget=False)
     off.fit_to_budget(steps=10, seconds=5.0, budget=100.0)
     assert off.total_steps == 1000
 
 
-def test_fitted_length_is_saved_and_restored():
-    lr, _ = _schedule()
-    lr.fit_to_budget(steps=10, seconds=5.0, budget=100.0)
-    again, _ = _schedule()
+def test_planned_cosine_is_the_closed_form():
+    lr, optimizer = _schedule()
+    values = _run(lr, optimizer, 1000)
+    for s in (10, 255, 505, 999):  # values[s - 1] is the LR after s steps
+        progress = (s - 10) / 990
+        assert values[s - 1] == pytest.approx(1e-5 + (0.01 - 1e-5) * 0.5 * (1 + math.cos(math.pi * progress)),
+                                              rel=1e-12)
+
+
+def test_fitted_schedule_is_saved_and_restored():
+    lr, optimizer = _schedule()
+    _run(lr, optimizer, 20)
+    lr.fit_to_budget(steps=20, seconds=5.0, budget=100.0)
+    again, again_optimizer = _schedule()
     again.load_state_dict(lr.state_dict())
-    assert again.total_steps == 200 and again.fit_budget == 100.0
-    legacy = {k: v for k, v in lr.state_dict().items() if k not in ("fitted_steps", "fit_budget", "guard_scale")}
+    assert again.total_steps == lr.total_steps == 20 + 380 and again.fit_budget == 100.0
+    assert _run(again, again_optimizer, 30) == _run(lr, optimizer, 30)
+    longer, longer_optimizer = _schedule()
+    longer.planned_steps = 2000  # resumed with twice the epochs: re-planned from where it is, no jump
+    longer.load_state_dict(lr.state_dict())
+    assert longer.total_steps == 2000 and longer_optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+    legacy = {k: v for k, v in lr.state_dict().items()
+              if k not in ("planned_steps", "progress", "rate", "fit_budget", "guard_scale")}
     old, _ = _schedule()
-    old.load_state_dict(legacy)  # a run saved before budget fitting resumes with the planned length
-    assert old.total_steps == 1000
+    old.load_state_dict(legacy)  # a run saved before progress was tracked: the cosine over its epochs
+    assert old.total_steps == 1000 and old.progress == pytest.approx(40 / 990)
 
 
 class StepClock:
@@ -98,7 +121,7 @@ def test_cosine_anneals_within_a_binding_time_budget(tmp_path, monkeypatch):
     lrs = [row["lr"] for row in rows[1:]]
     assert all(b < a for a, b in zip(lrs, lrs[1:]))
     schedule = torch.load(tmp_path / "fitted" / "last.pt", weights_only=True)["training"]["schedule"]
-    assert schedule["fitted_steps"] == 48 and schedule["step_count"] == 48
+    assert schedule["progress"] == pytest.approx(1.0) and schedule["step_count"] == 48
     monkeypatch.setattr(loop, "clock", StepClock())
     assert main(["train", str(_config(tmp_path, "unfitted", fit_to_budget=False))]) == 0
     unfitted = read_csv(tmp_path / "unfitted" / "log.csv")
