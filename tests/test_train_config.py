@@ -99,6 +99,11 @@ def test_learning_rate_scales_with_width():
     given = validate_config({"data": {"train": str(SUBSET)}, "model": {"channels": 128}, "optimizer": {"lr": 0.02}})
     assert given["optimizer"]["lr"] == 0.02
     assert validate_config({"data": {"train": str(SUBSET)}, "guard": None})["guard"] is None
+    from molsym.train import recipe
+
+    stack = {"family": ["tensornet", {"family": "e3nn", "channels": 128}], "channels": 32}
+    assert recipe.learning_rate(stack) == pytest.approx(0.005)
+    assert "layers" not in recipe.model_config(stack) and recipe.model_config({})["layers"] == 2
 
 
 def test_batch_and_epochs_scale_with_the_data():

@@ -189,7 +189,7 @@ LOSS = {
 }
 
 OPTIMIZER = {
-    "lr": Field((int, float, str), "auto", "AdamW learning rate; auto: 0.01 x min(1, sqrt(32 / model channels))",
+    "lr": Field((int, float, str), "auto", "AdamW learning rate; auto: 0.01 x min(1, sqrt(32 / the model's widest channels))",
                 _positive_or_auto("number"), type_doc="number or auto"),
     "weight_decay": Field(NUMBER, 5e-7, "AdamW decoupled weight decay", _non_negative),
     "betas": Field((list,), [0.9, 0.999], "AdamW betas", _betas),
@@ -326,7 +326,7 @@ def validate_config(raw, base_dir: str | os.PathLike = ".") -> dict:
     config["model"] = _check_model(raw.get("model", {}), problems)
     if config["optimizer"]["lr"] == "auto":
         try:
-            config["optimizer"]["lr"] = recipe.learning_rate(config["model"].get("channels", recipe.MODEL["channels"]))
+            config["optimizer"]["lr"] = recipe.learning_rate(config["model"])
         except (TypeError, ValueError):  # invalid channels: reported with the model's problems
             pass
     data = config["data"]

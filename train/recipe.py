@@ -41,15 +41,30 @@ EPOCH_RANGE = (10, 1000)
 
 
 def model_config(model: dict) -> dict:
-    """``model`` with the recipe's keys filled in where absent (an explicit per-layer list is left alone)."""
-    return {**MODEL, **model}
+    """``model`` with the recipe's keys filled in where absent (``layers`` only for a single family name:
+    a list of per-layer entries sets the layer count itself)."""
+    out = dict(model)
+    out.setdefault("family", MODEL["family"])
+    if isinstance(out["family"], str):
+        out.setdefault("layers", MODEL["layers"])
+    for key in ("channels", "cutoff", "num_radial", "radial_hidden"):
+        out.setdefault(key, MODEL[key])
+    return out
 
 
-def learning_rate(channels) -> float:
-    """AdamW learning rate for a model of ``channels`` channels: 0.01 x min(1, sqrt(32 / channels))."""
-    widths = channels if isinstance(channels, (list, tuple)) else [channels]
-    width = max(int(w) for w in widths)
-    return REFERENCE_LR * min(1.0, math.sqrt(REFERENCE_CHANNELS / width))
+def widest(model: dict) -> int:
+    """The largest channel count of a model config: its global ``channels`` or any layer's own."""
+    widths = [model.get("channels", MODEL["channels"])]
+    if isinstance(model.get("family"), (list, tuple)):
+        widths += [entry["channels"] for entry in model["family"] if isinstance(entry, dict) and "channels" in entry]
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+        raise ValueError(f"channels must be positive integers, got {widths}")
+    return max(widths)
+
+
+def learning_rate(model: dict) -> float:
+    """AdamW learning rate for a model config: 0.01 x min(1, sqrt(32 / its widest channel count))."""
+    return REFERENCE_LR * min(1.0, math.sqrt(REFERENCE_CHANNELS / widest(model)))
 
 
 def batch_size(num_train: int) -> int:
