@@ -3,6 +3,7 @@ differences (float64), smoothness at its cutoff, O(3) and permutation symmetry."
 from __future__ import annotations
 
 import math
+import re
 
 import ase
 import ase.io
@@ -136,3 +137,78 @@ def test_batches_sum_per_structure():
     single = [float(zbl(from_ase(a, zbl.cutoff, torch.float64))[K.ENERGY]) for a in frames]
     batch = collate([from_ase(a, zbl.cutoff, torch.float64) for a in frames])
     assert np.allclose(zbl(batch)[K.ENERGY].detach().numpy(), single, rtol=1e-13)
+
+
+# --- the prior in a model: model config "repulsion" ---------------------------------------------------------
+
+def _models(repulsion=None):
+    """A small TensorNet with the prior and the same network without it (same weights)."""
+    import molsym
+
+    config = {"elements": [1, 6, 7, 8], "channels": 8, "layers": 1, "num_radial": 8}
+    torch.manual_seed(0)
+    plain = molsym.Potential.from_config(config).double().eval()
+    with_prior = molsym.Potential.from_config({**config, "repulsion": repulsion or {"type": "zbl"}}).double().eval()
+    with_prior.load_state_dict(plain.state_dict())  # the prior has no weights: the state dicts match
+    return plain, with_prior
+
+
+def test_model_energy_is_the_network_plus_the_prior():
+    plain, with_prior = _models()
+    assert with_prior.config["repulsion"] == {"type": "zbl", "cutoff": "covalent"}
+    graph = from_ase(_compressed_molecule(0.6), plain.cutoff, torch.float64)
+    prior = ZBLRepulsion("covalent", elements=[1, 6, 7, 8]).double()(graph)
+    got, want = with_prior(graph), plain(graph)
+    assert torch.allclose(got[K.ATOMIC_ENERGIES], want[K.ATOMIC_ENERGIES] + prior[K.ATOMIC_ENERGIES], rtol=1e-12)
+    assert float((got[K.ENERGY] - want[K.ENERGY]).detach()) > 10.0
+    assert_forces_match_fd(with_prior, graph, step=1e-5, rtol=1e-6)
+
+
+def test_model_with_the_prior_repels_two_atoms_and_round_trips_a_checkpoint(tmp_path):
+    import molsym
+
+    plain, with_prior = _models({"type": "zbl", "cutoff": 2.0})
+    dimer = from_ase(_dimer(6, 0.5), plain.cutoff, torch.float64)
+    push = energy_forces_stress(with_prior, dimer)[K.FORCES][1, 0] - energy_forces_stress(plain, dimer)[K.FORCES][1, 0]
+    assert float(push.detach()) > 100.0
+    molsym.save(with_prior, tmp_path / "m.pt")
+    loaded = molsym.load(tmp_path / "m.pt").double()
+    assert loaded.config["repulsion"] == {"type": "zbl", "cutoff": 2.0}
+    assert torch.allclose(loaded(dimer)[K.ENERGY], with_prior(dimer)[K.ENERGY], rtol=1e-12)
+
+
+@pytest.mark.parametrize("repulsion, message", [
+    ({"type": "lj"}, "'repulsion.type' must be 'zbl'"),
+    ({"type": "zbl", "cutof": 1.0}, "unknown key(s) ['cutof']"),
+    ({"type": "zbl", "cutoff": 6.0}, "exceeds the neighbour list's cutoff 4.5"),
+    ({"type": "zbl", "cutoff": -1}, "ZBL cutoff must be a positive distance"),
+    ("zbl", "must be null or a mapping"),
+])
+def test_model_config_refuses_bad_repulsion(repulsion, message):
+    import molsym
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        molsym.Potential.from_config({"elements": [1, 6], "repulsion": repulsion})
+
+
+def test_trains_with_the_prior(tmp_path):
+    """model.repulsion in a training config: the run trains and best.pt carries the prior."""
+    import molsym
+    from molsym.train.cli import main
+    from train_helpers import tiny_config, write_config
+
+    config = tiny_config(tmp_path / "out", epochs=1, model={**tiny_config(tmp_path)["model"], "repulsion": {"type": "zbl"}})
+    assert main(["train", str(write_config(tmp_path / "c.yaml", config))]) == 0
+    assert molsym.load(tmp_path / "out" / "best.pt").config["repulsion"] == {"type": "zbl", "cutoff": "covalent"}
+
+
+@pytest.mark.slow
+def test_compiled_path_includes_the_prior():
+    from molsym.models.compiled import CompiledPotential
+
+    _, with_prior = _models()
+    graph = from_ase(_compressed_molecule(0.6), with_prior.cutoff, torch.float64)
+    eager = energy_forces_stress(with_prior, graph)
+    out = CompiledPotential(with_prior)(graph)
+    assert torch.allclose(out[K.ENERGY], eager[K.ENERGY].detach(), rtol=1e-10)
+    assert torch.allclose(out[K.FORCES], eager[K.FORCES].detach(), rtol=1e-8, atol=1e-8)

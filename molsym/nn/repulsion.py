@@ -104,15 +104,46 @@ class ZBLRepulsion(nn.Module):
         cutoffs = self.pair_cutoffs(z_i, z_j).to(lengths.dtype)
         return zbl_pair_energy(lengths, z_i, z_j) * self.envelope(lengths / cutoffs)
 
-    def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def atomic_energies(self, atomic_numbers: torch.Tensor, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Repulsion energy per atom (N,) eV from atomic numbers (N,) and the graph's positions, edges and shifts."""
         pos, (i, j) = graph[K.POSITIONS], graph[K.EDGE_INDEX]
         vectors = pos.index_select(0, j) - pos.index_select(0, i) + graph[K.EDGE_SHIFT]
         lengths = vectors.pow(2).sum(-1).sqrt()
-        z = graph[K.ATOMIC_NUMBERS]
+        z = atomic_numbers
         half = 0.5 * self.pair_energies(lengths, z.index_select(0, i), z.index_select(0, j))
-        atomic = scatter_sum(half, i, pos.shape[0])
+        return scatter_sum(half, i, pos.shape[0])
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        atomic = self.atomic_energies(graph[K.ATOMIC_NUMBERS], graph)
         energy = scatter_sum(atomic, graph[K.BATCH], graph[K.CELL].shape[0])
         return {K.ENERGY: energy, K.ATOMIC_ENERGIES: atomic}
 
     def extra_repr(self) -> str:
         return f"cutoff={self.pair_cutoff_kind if self.fixed_cutoff is None else self.fixed_cutoff}"
+
+
+def repulsion_config(value, elements: list[int], max_cutoff: float) -> dict | None:
+    """The normalised ``repulsion`` entry of a model config: None, or ``{"type": "zbl", "cutoff": C}`` with C a
+    distance (Å) or "covalent" (the default); raises ValueError naming the problem."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"model config: 'repulsion' must be null or a mapping such as {{'type': 'zbl'}}, got {value!r}")
+    unknown = sorted(set(value) - {"type", "cutoff"})
+    if unknown:
+        raise ValueError(f"model config: 'repulsion' has unknown key(s) {unknown}; known keys are ['cutoff', 'type']")
+    if value.get("type") != "zbl":
+        raise ValueError(f"model config: 'repulsion.type' must be 'zbl', got {value.get('type')!r}")
+    cutoff = value.get("cutoff", "covalent")
+    try:
+        ZBLRepulsion(cutoff, elements=elements, max_cutoff=max_cutoff)
+    except ValueError as error:
+        raise ValueError(f"model config: 'repulsion': {error}") from None
+    return {"type": "zbl", "cutoff": cutoff if cutoff == "covalent" else float(cutoff)}
+
+
+def build_repulsion(config: dict | None, elements: list[int], max_cutoff: float) -> ZBLRepulsion | None:
+    """The module of a normalised ``repulsion`` entry (None for none)."""
+    if config is None:
+        return None
+    return ZBLRepulsion(config["cutoff"], elements=elements, max_cutoff=max_cutoff)
