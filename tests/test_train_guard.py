@@ -39,6 +39,43 @@ def test_judging_spikes_and_non_finite_losses():
     assert restored.state_dict() == guard.state_dict()
 
 
+def test_snapshot_restores_model_optimizer_and_average_again_and_again():
+    from molsym.train.ema import WeightAverage
+    from molsym.train.guard import Snapshot
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, amsgrad=True)
+    ema = WeightAverage(model, 0.9)
+
+    def step():
+        optimizer.zero_grad()
+        model(torch.randn(4, 3)).pow(2).sum().backward()
+        optimizer.step()
+        ema.update(model)
+
+    def state():
+        return ([p.detach().clone() for p in model.parameters()],
+                {k: v.clone() for k, v in optimizer.state_dict()["state"][0].items()},
+                {k: v.clone() for k, v in ema.shadow.items()}, ema.updates)
+
+    def same(a, b):
+        flat = lambda s: [*s[0], *s[1].values(), *s[2].values()]  # noqa: E731
+        return a[3] == b[3] and all(torch.equal(x, y) for x, y in zip(flat(a), flat(b)))
+
+    snapshot = Snapshot()
+    step()
+    for _ in range(3):  # take, damage, restore: each restore gives back the state of the last take
+        snapshot.take(model, optimizer, ema)
+        taken = state()
+        step()
+        step()
+        assert not same(state(), taken)
+        snapshot.restore(model, optimizer, ema)
+        assert same(state(), taken)
+        step()
+
+
 def test_guard_lowers_the_learning_rate_never_below_min_lr():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     schedule = {"type": "constant", "min_lr": 1e-3, "factor": 0.5, "patience": 1, "threshold": 0.0,

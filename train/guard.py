@@ -70,7 +70,8 @@ class Snapshot:
             raise RuntimeError("no good state has been recorded yet")
         model.load_state_dict(self.model)
         lrs = [group["lr"] for group in optimizer.param_groups]
-        optimizer.load_state_dict(self.optimizer)
+        # a fresh copy: load_state_dict keeps the given tensors, which the next take() overwrites
+        optimizer.load_state_dict(_copy_optimizer(None, self.optimizer))
         for group, lr in zip(optimizer.param_groups, lrs):
             group["lr"] = lr
         if ema is not None and self.ema is not None:
