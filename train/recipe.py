@@ -1,7 +1,7 @@
 """The default training recipe: what ``molsym train`` does with a config that names only its data.
 
-Measured basis (3BPA, 450 training structures, 2-core CPU; README "Training
-recipe"): TensorNet with 32 channels, 2 layers, cutoff 4.5 Å, 8 radial
+Measured basis (3BPA, 450 training structures, 2-core CPU; the README's
+Training section and examples/3bpa/README.md): TensorNet with 32 channels, 2 layers, cutoff 4.5 Å, 8 radial
 functions, MACE's 3BPA loss weights (27 energy-per-atom, 1000 force
 components), AdamW/AMSGrad at lr 0.01 with weight decay 5e-7, batch 10, a
 cosine schedule after one epoch of warm-up down to 1e-5, EMA 0.99, gradient
