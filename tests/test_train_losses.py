@@ -133,7 +133,7 @@ def test_global_batches_are_split_over_ranks_without_loss():
 
 def _schedule(kind, **options):
     settings = {"type": kind, "factor": 0.5, "patience": 1, "threshold": 0.0, "warmup_epochs": 1,
-                "warmup_start": 0.1, "min_lr": 1e-3, **options}
+                "warmup_start": 0.1, "min_lr": 1e-3, "fit_to_budget": True, **options}
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     return optimizer, LearningRate(optimizer, settings, lr=1.0, steps_per_epoch=10, epochs=5)
 

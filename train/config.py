@@ -7,19 +7,22 @@ marked required; ``molsym train --help-config`` prints this table)::
     seed: 0
     dtype: float64               # float32 | float64
     device: auto                 # auto | cpu | cuda | cuda:N
-    model: {family: tensornet, channels: 64, ...}   # Potential config; 'elements' from the data if absent
+    model: {family: tensornet, channels: 32, ...}   # Potential config; 'elements' from the data if absent,
+                                 # the recipe's (train/recipe.py) family, channels, layers, cutoff,
+                                 # num_radial, radial_hidden where absent
     data:
       train: train.xyz           # required: a file, a list of files, or a directory of .aselmdb/.db
       valid: null                # a file; or split valid_fraction off train
       valid_fraction: 0.1
       test: null                 # evaluated at the end with the best weights
       ...                        # see DATA below
-    loss: {energy: 1.0, forces: 10.0, stress: 0.0, hessian: 0.0, hessian_rows: 2}
-    optimizer: {lr: 0.005, weight_decay: 0.0, betas: [0.9, 0.999], amsgrad: true}
-    schedule: {type: plateau, factor: 0.8, patience: 10, min_lr: 1e-6, warmup_epochs: 0}
+    loss: {energy: 27.0, forces: 1000.0, stress: 0.0, hessian: 0.0, hessian_rows: 2}
+    optimizer: {lr: auto, weight_decay: 5e-7, betas: [0.9, 0.999], amsgrad: true}
+    schedule: {type: cosine, warmup_epochs: 1, min_lr: 1e-5, fit_to_budget: true}
     ema: {decay: 0.99}           # or null for none
+    guard: {factor: 10, lr_factor: 0.5, max_nonfinite: 3}   # divergence guard, or null for none
     clip_grad_norm: 10.0         # or null
-    epochs: 100
+    epochs: auto                 # about 6000 optimiser steps; the cosine is fitted to max_time
     max_time: null               # wall-clock budget: seconds, or "90s", "20m", "2h"
     ...
 
@@ -39,6 +42,8 @@ from typing import Any, Callable
 
 import yaml
 
+from molsym.train import recipe
+
 
 class ConfigError(ValueError):
     """The training config is invalid; the message lists every problem by its dotted key path."""
@@ -53,6 +58,7 @@ class Field:
     doc: str
     check: Callable[[Any], str | None] | None = None
     nullable: bool = False
+    type_doc: str | None = None  # what the type errors call the accepted values (default: the types' names)
 
 
 def _positive(value) -> str | None:
@@ -69,6 +75,18 @@ def _fraction(value) -> str | None:
 
 def _unit_interval_open(value) -> str | None:
     return None if 0 < value < 1 else "must lie in (0, 1)"
+
+
+def _positive_or_auto(kind: str) -> Callable[[Any], str | None]:
+    """Check of a key that is a positive ``kind`` ("integer" or "number") or the word auto."""
+    def check(value):
+        if value == "auto":
+            return None
+        if isinstance(value, str):
+            return f"must be a positive {kind} or auto"
+        return _positive(value)
+
+    return check
 
 
 def _one_of(*choices) -> Callable[[Any], str | None]:
@@ -114,7 +132,9 @@ TOP = {
     "dtype": Field((str,), "float64", "float32 or float64, end to end", _one_of("float32", "float64")),
     "device": Field((str,), "auto", "auto (cuda when available), cpu, cuda or cuda:N",
                     lambda v: None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) else "must be auto, cpu, cuda or cuda:N"),
-    "epochs": Field((int,), 100, "number of passes over the training data", _positive),
+    "epochs": Field((int, str), "auto", "passes over the training data; auto: about 6000 optimiser steps "
+                    "(10 to 1000 epochs)", _positive_or_auto("integer"),
+                    type_doc="integer or auto"),
     "max_time": Field((int, float, str), None, "wall-clock budget of the run (seconds or '20m', '2h'); "
                       "training stops after the step that crosses it, "
                       "writes last.pt and can be resumed", _duration, nullable=True),
@@ -147,7 +167,9 @@ DATA = {
     "e0": Field((str, dict), "least_squares", "per-element energies: 'least_squares' (fit on train), "
                 "'isolated_atoms' file path, a mapping {Z: eV}, or null (none)", nullable=True),
     "fixed_atoms": Field((bool,), True, "leave atoms held fixed (FixAtoms, OC20 move_mask) out of the force loss"),
-    "batch_size": Field((int,), 8, "structures per optimiser step (the global batch, over all ranks)", _positive),
+    "batch_size": Field((int, str), "auto", "structures per optimiser step (the global batch, over all ranks); "
+                        "auto: n_train // 45 within [4, 32]", _positive_or_auto("integer"),
+                        type_doc="integer or auto"),
     "valid_batch_size": Field((int,), 16, "structures per batch when evaluating", _positive),
     "num_workers": Field((int,), 0, "DataLoader worker processes", _non_negative),
     "in_memory": Field((str, bool), "auto", "read files whole into memory (auto: everything but .aselmdb/.db)",
@@ -159,32 +181,48 @@ DATA = {
 }
 
 LOSS = {
-    "energy": Field(NUMBER, 1.0, "weight of the energy-per-atom MSE ((eV/atom)^-2)", _non_negative),
-    "forces": Field(NUMBER, 10.0, "weight of the force-component MSE ((eV/Å)^-2)", _non_negative),
+    "energy": Field(NUMBER, 27.0, "weight of the energy-per-atom MSE ((eV/atom)^-2)", _non_negative),
+    "forces": Field(NUMBER, 1000.0, "weight of the force-component MSE ((eV/Å)^-2)", _non_negative),
     "stress": Field(NUMBER, 0.0, "weight of the stress-component MSE ((eV/Å³)^-2)", _non_negative),
     "hessian": Field(NUMBER, 0.0, "weight of the Hessian-entry MSE ((eV/Å²)^-2), on sampled rows", _non_negative),
     "hessian_rows": Field((int,), 2, "Hessian rows per structure sampled in each step", _positive),
 }
 
 OPTIMIZER = {
-    "lr": Field(NUMBER, 5e-3, "AdamW learning rate", _positive),
-    "weight_decay": Field(NUMBER, 0.0, "AdamW decoupled weight decay", _non_negative),
+    "lr": Field((int, float, str), "auto", "AdamW learning rate; auto: 0.01 x min(1, sqrt(32 / the model's widest channels))",
+                _positive_or_auto("number"), type_doc="number or auto"),
+    "weight_decay": Field(NUMBER, 5e-7, "AdamW decoupled weight decay", _non_negative),
     "betas": Field((list,), [0.9, 0.999], "AdamW betas", _betas),
     "eps": Field(NUMBER, 1e-8, "AdamW epsilon", _positive),
     "amsgrad": Field((bool,), True, "AMSGrad variant"),
 }
 
 SCHEDULE = {
-    "type": Field((str,), "plateau", "plateau (reduce on validation-loss plateau), cosine (with warm-up; its "
-                  "length is 'epochs', so size epochs to fit a max_time budget) or constant",
+    "type": Field((str,), "cosine", "plateau (reduce on validation-loss plateau), cosine (with warm-up, over "
+                  "'epochs', shortened to fit max_time: see fit_to_budget) or constant",
                   _one_of("plateau", "cosine", "constant")),
     "factor": Field(NUMBER, 0.8, "plateau: multiply the LR by this", _unit_interval_open),
     "patience": Field((int,), 10, "plateau: epochs without improvement before reducing", _non_negative),
     "threshold": Field(NUMBER, 1e-4, "plateau: relative improvement that counts", _non_negative),
-    "warmup_epochs": Field(NUMBER, 0, "linear warm-up from lr * warmup_start over this many epochs (any type)",
+    "warmup_epochs": Field(NUMBER, 1, "linear warm-up from lr * warmup_start over this many epochs (any type)",
                            _non_negative),
     "warmup_start": Field(NUMBER, 0.01, "warm-up starting fraction of lr", _fraction),
-    "min_lr": Field(NUMBER, 1e-6, "floor of the LR (cosine end, plateau minimum)", _non_negative),
+    "min_lr": Field(NUMBER, 1e-5, "floor of the LR (cosine end, plateau minimum, guard reductions)", _non_negative),
+    "fit_to_budget": Field((bool,), True, "cosine with max_time: after each epoch, shorten the cosine to the steps "
+                           "the remaining budget allows at the speed measured so far, so the run anneals "
+                           "before its budget ends"),
+}
+
+GUARD = {
+    "factor": Field(NUMBER, 10.0, "a step whose loss exceeds this x the running median is a spike",
+                    lambda v: None if v > 1 else "must be > 1"),
+    "window": Field((int,), 50, "steps in the running median of the loss", _positive),
+    "min_steps": Field((int,), 10, "accepted steps before spikes are judged (non-finite losses always are)",
+                       _positive),
+    "lr_factor": Field(NUMBER, 0.5, "multiply the LR by this at every spike or non-finite step",
+                       lambda v: None if 0 < v <= 1 else "must lie in (0, 1]"),
+    "max_spikes": Field((int,), 5, "spikes in a row after which the loss counts as the new level", _positive),
+    "max_nonfinite": Field((int,), 3, "non-finite steps in a row that stop training (non-zero exit)", _positive),
 }
 
 EMA = {
@@ -198,8 +236,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
     "optimizer": OPTIMIZER,
     "schedule": SCHEDULE,
     "ema": EMA,
+    "guard": GUARD,
 }
-NULLABLE_SECTIONS = ("ema",)
+NULLABLE_SECTIONS = ("ema", "guard")
 
 
 def _type_name(types: tuple) -> str:
@@ -213,10 +252,11 @@ def _check_value(path: str, field: Field, value, problems: list[str]) -> Any:
             problems.append(f"{path}: must not be null ({field.doc})")
         return None
     if isinstance(value, bool) and bool not in field.types:
-        problems.append(f"{path}: expected {_type_name(field.types)}, got boolean {value!r}")
+        problems.append(f"{path}: expected {field.type_doc or _type_name(field.types)}, got boolean {value!r}")
         return value
     if not isinstance(value, field.types):
-        problems.append(f"{path}: expected {_type_name(field.types)}, got {type(value).__name__} {value!r}")
+        problems.append(f"{path}: expected {field.type_doc or _type_name(field.types)}, "
+                        f"got {type(value).__name__} {value!r}")
         return value
     if field.check is not None:
         message = field.check(value)
@@ -284,6 +324,11 @@ def validate_config(raw, base_dir: str | os.PathLike = ".") -> dict:
             given = {}
         config[name] = _fill(f"{name}.", schema, given, problems)
     config["model"] = _check_model(raw.get("model", {}), problems)
+    if config["optimizer"]["lr"] == "auto":
+        try:
+            config["optimizer"]["lr"] = recipe.learning_rate(config["model"])
+        except (TypeError, ValueError):  # invalid channels: reported with the model's problems
+            pass
     data = config["data"]
     if raw.get("data", {}) is None or "train" not in (raw.get("data") or {}):
         problems.append("data.train: required (the training data file(s))")
@@ -332,6 +377,7 @@ def _check_model(model, problems: list[str]) -> dict:
     if not isinstance(model, dict):
         problems.append(f"model: expected a mapping, got {type(model).__name__} {model!r}")
         return {}
+    model = recipe.model_config(model)
     probe = dict(model)
     probe.setdefault("elements", [1])
     try:

@@ -5,6 +5,14 @@ in this process, as one of ``torchrun``'s ranks or alone. Rank 0 writes
 ``{output}/log.csv``, TensorBoard events, ``best.pt`` (lowest validation
 loss, or the last epoch without validation data) and ``last.pt`` (every
 ``save_every`` epochs and when the time budget stops the run).
+
+With ``guard`` on (the default), every step's loss is judged before the
+optimiser takes it (:mod:`molsym.train.guard`): spikes and non-finite steps
+are rolled back and lower the LR; non-finite losses that persist stop the
+run with :class:`~molsym.train.guard.TrainingDiverged` (the CLI exits
+non-zero), leaving ``last.pt`` as the last epoch wrote it and ``best.pt``
+holding good weights. A cosine schedule with ``max_time`` is fitted to the
+budget after every epoch (:meth:`LearningRate.fit_to_budget`).
 """
 from __future__ import annotations
 
@@ -20,16 +28,21 @@ from molsym.checkpoint import read_payload
 from molsym.data.graph import collate, to_device
 from molsym.models.dtypes import resolve_dtype
 from molsym.models.potential import Potential
+from molsym.train import recipe
 from molsym.train import state as run_files
 from molsym.train.data import build_splits, has_target, model_config_from_data
 from molsym.train.distributed import World, all_reduce_sum, barrier, broadcast_flag, init_world, resolve_device, shutdown
 from molsym.train.ema import WeightAverage
+from molsym.train.guard import GOOD, LossGuard, TrainingDiverged, frame_origin
 from molsym.train.evaluate import evaluate, loader
 from molsym.train.log import TensorBoard, write_csv, write_json
 from molsym.train.losses import TERMS, error_sums, predict_batch, weighted_loss
 from molsym.train.metrics import MetricSums, format_table
 from molsym.train.sampler import GlobalBatchSampler
 from molsym.train.schedule import LearningRate
+
+clock = time.monotonic  # seconds; the time budget's clock (tests replace it)
+
 
 class RunExists(RuntimeError):
     """The output directory already holds a run and ``--resume`` was not given."""
@@ -57,10 +70,6 @@ class Run:
             if not last.exists():
                 raise FileNotFoundError(f"--resume: {last} does not exist, so there is no run to resume")
             previous = run_files.read_training_state(last)
-            changes = run_files.config_changes(previous["training"]["config"], config)
-            if changes:
-                raise ValueError(f"--resume: the config differs from the run's in {changes}; "
-                                 f"only {sorted(run_files.RESUMABLE_CHANGES)} may change")
         elif last.exists():
             raise RunExists(f"{self.output} already holds a run ({last}); resume it with --resume "
                             f"or choose another output directory")
@@ -68,6 +77,12 @@ class Run:
         model_config = dict(config["model"])
         cutoff = float(previous["config"]["cutoff"] if previous else model_config.get("cutoff", 4.5))
         self.splits = build_splits(config, cutoff, self.dtype)
+        config = self.config = recipe.resolve_data_dependent(config, len(self.splits.train), world.size)
+        if previous is not None:
+            changes = run_files.config_changes(previous["training"]["config"], config)
+            if changes:
+                raise ValueError(f"--resume: the config differs from the run's in {changes}; "
+                                 f"only {sorted(run_files.RESUMABLE_CHANGES)} may change")
         if previous is None:
             model_config = model_config_from_data(config, self.splits)
         else:
@@ -91,6 +106,7 @@ class Run:
                              f"{world.size} structures")
         self.schedule = LearningRate(self.optimizer, config["schedule"], opt["lr"], steps, config["epochs"])
         self.ema = WeightAverage(self.model, config["ema"]["decay"]) if config["ema"] else None
+        self.guard = LossGuard(config["guard"]) if config["guard"] else None
         self.targets = {
             "forces": config["loss"]["forces"] > 0 or has_target(self.splits.train, K.FORCES),
             "stress": config["loss"]["stress"] > 0,
@@ -112,6 +128,8 @@ class Run:
         self.schedule.load_state_dict(training["schedule"])
         if self.ema is not None:
             self.ema.load_state_dict(training["ema"])
+        if self.guard is not None and training.get("guard") is not None:
+            self.guard.load_state_dict(training["guard"])
         position = training["position"]
         self.epoch, self.step_in_epoch = int(position["epoch"]), int(position["step_in_epoch"])
         self.elapsed = float(position["elapsed"])
@@ -141,6 +159,7 @@ class Run:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "guard": self.guard.state_dict() if self.guard is not None else None,
             "random": run_files.random_states(),
             "position": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "elapsed": self.elapsed,
                          "epoch_start_elapsed": self.epoch_start_elapsed},
@@ -176,25 +195,62 @@ class Run:
             loss = weighted_loss(sums, config["loss"], dict(zip(TERMS, counts.tolist())), world.size)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.optimizer.step()
+            norm = None
+            if clip is not None or self.guard is not None:
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), math.inf if clip is None else clip)
+            step_loss = float(all_reduce_sum(loss.detach().double().reshape(1), world)[0]) / world.size
+            if self.guard is None or self._judge(step_loss, float(norm)):
+                self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                self.train_sums.add(sums)
+                self.train_loss_sum += step_loss / world.size  # summed over the ranks at the epoch's end
             self.schedule.step()
-            if self.ema is not None:
-                self.ema.update(self.model)
-            self.train_sums.add(sums)
-            self.train_loss_sum += float(loss.detach()) / world.size
             self.step_in_epoch += 1
             if budget is not None:
-                over = self.elapsed + (time.monotonic() - started) >= budget
+                over = self.elapsed + (clock() - started) >= budget
                 if broadcast_flag(over, world, self.device) and self.step_in_epoch < self.sampler.steps_per_epoch():
                     return False
         return True
 
+    def _judge(self, loss: float, grad_norm: float) -> bool:
+        """Whether to take this step; on a spike or non-finite step, roll back and lower the LR."""
+        guard = self.guard
+        verdict = guard.judge(loss, grad_norm)
+        if verdict == GOOD:
+            guard.snapshot.take(self.model, self.optimizer, self.ema)
+            return True
+        self.optimizer.zero_grad(set_to_none=True)
+        if guard.snapshot:
+            guard.snapshot.restore(self.model, self.optimizer, self.ema)
+        self.schedule.guard_scale = guard.lr_scale
+        if guard.stopped():
+            raise TrainingDiverged(self._divergence_message(loss, grad_norm))
+        if self.world.is_main:
+            print(f"divergence guard: {verdict} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "
+                  f"(loss {loss:.4g}, running level {guard.level():.4g}, gradient norm {grad_norm:.4g}); "
+                  f"{'rolled back' if guard.snapshot else 'skipped'}, lr x {guard.lr_factor:g}", flush=True)
+        return False
+
+    def _divergence_message(self, loss: float, grad_norm: float) -> str:
+        paths = self.config["data"]["train"]
+        positions = self.sampler.global_batches()[self.step_in_epoch]
+        frames = []
+        for position in positions:
+            part, index = frame_origin(self.splits.train, position)
+            frames.append(f"{paths[part] if part < len(paths) else f'part {part}'} frame {index}")
+        return (f"training diverged: {self.guard.nonfinite_in_a_row} non-finite steps in a row (guard.max_nonfinite "
+                f"{self.guard.max_nonfinite}), the last at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} of "
+                f"{self.sampler.steps_per_epoch()} (loss {loss:.4g}, gradient norm {grad_norm:.4g}); its batch "
+                f"holds {'; '.join(frames)}. The weights were rolled back to the last good step; "
+                f"{run_files.LAST} is as epoch {self.epoch} left it and {run_files.BEST} holds good weights. "
+                f"Check those frames' labels, or lower optimizer.lr")
+
     def end_epoch(self) -> dict:
         """Validate, log, keep the best weights and reset the epoch's sums; returns the log row."""
         config, world = self.config, self.world
-        steps = max(1, self.step_in_epoch)
+        events = self.guard.epoch_row() if self.guard is not None else {}
+        steps = max(1, self.step_in_epoch - sum(events.values()))  # the steps taken
         row = {"epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
                "train_loss": self.train_loss_sum / steps}
         row["train_loss"] = float(all_reduce_sum(torch.tensor([row["train_loss"]], dtype=torch.float64,
@@ -208,6 +264,8 @@ class Run:
             row["valid_loss"] = valid_loss
             row.update({f"valid_{k}": v for k, v in sums.metrics().items()})
             self.schedule.report(valid_loss)
+        row.update(events)
+        self.schedule.fit_to_budget(self.schedule.step_count, self.elapsed, config["max_time"])
         seconds = self.elapsed - self.epoch_start_elapsed
         structures = sum(len(batch) for batch in self.sampler.global_batches())
         row["structures_per_s"] = structures / seconds if seconds > 0 else math.nan
@@ -228,6 +286,18 @@ class Run:
             self.tensorboard.add(row, self.epoch)
             print(_summary(row), flush=True)
         return row
+
+    def stop_diverged(self) -> None:
+        """After :class:`TrainingDiverged`: keep ``last.pt`` as it is, write ``best.pt`` if none exists yet
+        (the rolled-back, good weights) and the log so far."""
+        if not self.world.is_main:
+            return
+        if not (self.output / run_files.BEST).exists():
+            self.save_best()
+        if self.history:
+            write_csv(self.history, self.output / "log.csv")
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     def evaluate(self, dataset, weights: dict | None = None):
         """Metric sums on ``dataset`` of ``weights`` (default: the averaged weights, or the raw ones without EMA)."""
@@ -268,6 +338,7 @@ def train(config: dict, resume: bool = False) -> dict:
 
 def _train(config: dict, world: World, resume: bool) -> dict:
     run = Run(config, world, resume)
+    config = run.config  # with the data-dependent choices made
     if world.is_main:
         run.output.mkdir(parents=True, exist_ok=True)
         print(f"molsym train: {len(run.splits.train)} training structures, "
@@ -276,9 +347,13 @@ def _train(config: dict, world: World, resume: bool) -> dict:
               f"device {run.device}, {config['dtype']}; output {run.output}", flush=True)
     stopped_early = False
     while run.epoch < config["epochs"]:
-        started = time.monotonic()
-        finished = run.train_steps(started)
-        run.elapsed += time.monotonic() - started
+        started = clock()
+        try:
+            finished = run.train_steps(started)
+        except TrainingDiverged:
+            run.stop_diverged()
+            raise
+        run.elapsed += clock() - started
         if finished:
             run.end_epoch()
         out_of_time = config["max_time"] is not None and run.elapsed >= config["max_time"]
@@ -296,6 +371,8 @@ def _train(config: dict, world: World, resume: bool) -> dict:
     barrier(world)
     results = final_metrics(run)
     if world.is_main:
+        if run.guard is not None:
+            print(run.guard.summary(), flush=True)
         run.tensorboard.close()
         write_json(results, run.output / "results.json")
         print(format_table(results), flush=True)

@@ -79,7 +79,8 @@ def read_training_state(path: Path) -> dict:
 
 
 def config_changes(previous: dict, current: dict) -> list[str]:
-    """Dotted keys whose values differ between two validated training configs, apart from the resumable ones."""
+    """Dotted keys whose values differ between two validated training configs, apart from the resumable ones
+    and keys the previous config lacks (added to the schema after its run was written)."""
     changes = []
     for key in sorted(set(previous) | set(current)):
         if key in RESUMABLE_CHANGES:
@@ -88,7 +89,9 @@ def config_changes(previous: dict, current: dict) -> list[str]:
         if isinstance(old, dict) and isinstance(new, dict):
             allowed = RESUMABLE_DATA_CHANGES if key == "data" else set()
             changes += [f"{key}.{k}" for k in sorted(set(old) | set(new))
-                        if k not in allowed and old.get(k) != new.get(k)]
+                        if k not in allowed and k in old and old.get(k) != new.get(k)]
+        elif key not in previous:
+            continue  # a key added to the schema after the run was written: its default applies
         elif old != new:
             changes.append(key)
     return changes

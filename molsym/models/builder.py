@@ -7,6 +7,7 @@ A model config is plain data (YAML, checkpoints)::
      #   ["tensornet", {"family": "e3nn", "lmax": 3, "paths": "all"}]
      "layers": 2,                           # (the length of a family list by default)
      "cutoff": 4.5, "e0": None, "scale": 1.0, "shift": 0.0,   # model-level only
+     "repulsion": None,                     # or {"type": "zbl", "cutoff": "covalent" | Å} (molsym.nn.repulsion)
      "channels": 128, "num_radial": 32, "radial_hidden": 64,
      "avg_num_neighbors": 16.0,             # global layer defaults
      "lmax": ...}                           # optional: for every layer that declares it
@@ -28,6 +29,7 @@ from molsym.nn.interactions.base import Family
 from molsym.nn.interactions.e3nn_conv import E3NN
 from molsym.nn.interactions.escn import ESCN
 from molsym.nn.interactions.tensornet import TENSORNET
+from molsym.nn.repulsion import repulsion_config
 
 FAMILIES: dict[str, Family] = {"tensornet": TENSORNET, "e3nn": E3NN, "escn": ESCN}
 
@@ -39,6 +41,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "e0": None,
     "scale": 1.0,
     "shift": 0.0,
+    "repulsion": None,
 }
 # global layer defaults: a layer of a family that declares the key takes it unless it overrides it
 # ("lmax" has none: each spherical family has its own default, e.g. e3nn 2, escn 4; a top-level
@@ -187,5 +190,6 @@ def normalise_config(config: dict) -> dict:
         if extra:
             raise ValueError(f"model config: 'e0' has elements {extra} that are not in 'elements'")
         out["e0"] = e0
+    out["repulsion"] = repulsion_config(out["repulsion"], out["elements"], out["cutoff"])
     layer_specs(out)
     return out

@@ -9,6 +9,7 @@ from molsym.heads.energy import EnergyReadout
 from molsym.models.builder import embedding_form, layer_specs, normalise_config
 from molsym.nn.forms import FormConverter
 from molsym.nn.geometry import GeometryBuilder
+from molsym.nn.repulsion import build_repulsion
 from molsym.nn.scatter import scatter_sum
 
 
@@ -16,7 +17,8 @@ class Potential(nn.Module):
     """Machine-learned interatomic potential.
 
     ``forward(graph)`` takes a graph dict (``molsym.data.keys``) and returns
-    ``{"energy": (B,) eV, "energies": (N,) eV}``. Forces, stress and Hessians
+    ``{"energy": (B,) eV, "energies": (N,) eV}``; with ``repulsion`` in the config the
+    atomic energies include a ZBL pair prior (``molsym.nn.repulsion``). Forces, stress and Hessians
     are derivatives of the energy: see ``molsym.models.derivatives`` and
     :meth:`predict`.
     """
@@ -30,6 +32,7 @@ class Potential(nn.Module):
         table = torch.full((119,), -1, dtype=torch.long)
         table[torch.tensor(elements)] = torch.arange(len(elements))
         self.register_buffer("species_of_z", table, persistent=False)
+        self.register_buffer("z_of_species", torch.tensor(elements, dtype=torch.long), persistent=False)
         num_radial = max(getattr(spec.settings, "num_radial", 1) for spec in specs)
         first, last = specs[0], specs[-1]
         self.embedding = first.family.embedding(first.settings, len(elements))
@@ -51,6 +54,8 @@ class Potential(nn.Module):
         self._set_e0(config["e0"] or {})
         self.readout.scale.fill_(config["scale"])
         self.readout.shift.fill_(config["shift"])
+        # optional short-range prior added to the atomic energies (not scaled by the readout)
+        self.repulsion = build_repulsion(config["repulsion"], elements, config["cutoff"])
 
     def _set_e0(self, e0: dict[int, float]) -> None:
         """Write per-element E0 (eV, by atomic number) into the readout and the config."""
@@ -120,6 +125,8 @@ class Potential(nn.Module):
         """Energies from element indices (N,), an :class:`EdgeGeometry` and the graph (batch, cell)."""
         features = self.node_features(species, geometry, graph)
         atomic = self.readout(self.invariants(features), species)
+        if self.repulsion is not None:
+            atomic = atomic + self.repulsion.atomic_energies(self.z_of_species.index_select(0, species), graph)
         num_graphs = graph[K.CELL].shape[0]
         energy = scatter_sum(atomic, graph[K.BATCH], num_graphs)
         return {K.ENERGY: energy, K.ATOMIC_ENERGIES: atomic}
