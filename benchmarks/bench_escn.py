@@ -35,6 +35,7 @@ from systems import bpa_frames  # noqa: E402
 import molsym  # noqa: E402
 from molsym.data.graph import to_device  # noqa: E402
 from molsym.nn.geometry import GeometryBuilder  # noqa: E402
+from molsym.nn.interactions.e3nn_conv import convolution_product  # noqa: E402
 from molsym.nn.interactions.escn import SO2Layout, so2_convolution  # noqa: E402
 from molsym.nn.scatter import scatter_sum  # noqa: E402
 
@@ -75,15 +76,7 @@ def e3nn_call(graph, lmax, channels, dtype):
     blocks = [(s, l) for s in range(2) for l in range(lmax + 1)]
     irreps_in = o3.Irreps([(channels, (l, (-1) ** (l + s))) for s, l in blocks])
     sh = o3.Irreps.spherical_harmonics(2 * lmax)
-    instructions, out = [], []
-    for i1, (_, ir1) in enumerate(irreps_in):
-        for i2, (_, ir2) in enumerate(sh):
-            for ir3 in ir1 * ir2:
-                if ir3.l <= lmax:
-                    instructions.append((i1, i2, len(out), "uvu", True))
-                    out.append((channels, ir3))
-    tp = o3.TensorProduct(irreps_in, sh, o3.Irreps(out), instructions, shared_weights=False,
-                          internal_weights=False).to(dtype)
+    tp = convolution_product(irreps_in, sh, lmax, "all").to(dtype)
     builder = GeometryBuilder(4.5, 8).to(dtype)
     positions = graph["positions"].to(dtype)
     n = positions.shape[0]
@@ -101,7 +94,7 @@ def e3nn_call(graph, lmax, channels, dtype):
         out.square().sum().backward()
         return out
 
-    return call, e, len(instructions)
+    return call, e, len(tp.instructions)
 
 
 def median_ms(call, repeats, warmup) -> float:

@@ -10,7 +10,7 @@ from e3nn import o3
 import molsym
 from molsym.nn.forms import FeatureForm
 from molsym.nn.geometry import GeometryBuilder
-from molsym.nn.interactions.e3nn_conv import form_blocks, irreps_of, to_e3nn_layout
+from molsym.nn.interactions.e3nn_conv import convolution_product, form_blocks, irreps_of, to_e3nn_layout
 from molsym.nn.interactions.escn import SO2Layout, so2_convolution
 from molsym.nn.scatter import scatter_sum
 from molsym.o3.rotation import edge_frames
@@ -92,16 +92,7 @@ def _oracle(lmax: int, parities_in: int, channels: int):
     sh = o3.Irreps.spherical_harmonics(2 * lmax)
 
     def build(mul):
-        irreps_in = irreps_of(blocks, mul)
-        instructions, out = [], []
-        for i1, (_, ir1) in enumerate(irreps_in):
-            for i2, (_, ir2) in enumerate(sh):
-                for ir3 in ir1 * ir2:
-                    if ir3.l <= lmax:
-                        instructions.append((i1, i2, len(out), "uvu", True))
-                        out.append((mul, ir3))
-        return o3.TensorProduct(irreps_in, sh, o3.Irreps(out), instructions, shared_weights=False,
-                                internal_weights=False)
+        return convolution_product(irreps_of(blocks, mul), sh, lmax, "all")
 
     return build(channels), build(1), blocks
 

@@ -91,6 +91,20 @@ def e3nn_embedding_form(settings: E3nnSettings) -> FeatureForm:
     return FeatureForm.spherical(settings.channels, settings.lmax)
 
 
+def convolution_product(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, lmax: int, paths: str) -> o3.TensorProduct:
+    """The channel-wise ("uvu") tensor product x (x) Y with per-edge weights over the paths
+    (l1, l2, l3), l3 <= lmax: every O(3) path (``paths="all"``) or those with l1 + l2 + l3 even."""
+    instructions, irreps_mid = [], []
+    for i1, (mul, ir1) in enumerate(irreps_in):
+        for i2, (_, ir2) in enumerate(irreps_sh):
+            for ir3 in ir1 * ir2:
+                if ir3.l <= lmax and (paths == "all" or (ir1.l + ir2.l + ir3.l) % 2 == 0):
+                    instructions.append((i1, i2, len(irreps_mid), "uvu", True))
+                    irreps_mid.append((mul, ir3))
+    return o3.TensorProduct(irreps_in, irreps_sh, o3.Irreps(irreps_mid), instructions, shared_weights=False,
+                            internal_weights=False)
+
+
 def irreps_of(blocks, channels: int) -> o3.Irreps:
     """e3nn irreps of (class s, degree l) blocks: C x l with parity (-1)^(l + s)."""
     return o3.Irreps([(channels, (l, (-1) ** (l + s))) for s, l in blocks])
@@ -154,17 +168,8 @@ class E3nnConvolution(Interaction):
         irreps_sh = o3.Irreps.spherical_harmonics(settings.filter_lmax)
         self.filter_lmax = settings.filter_lmax
         self.linear_in = o3.Linear(irreps_in, irreps_hidden)
-        instructions, irreps_mid = [], []
-        for i1, (mul, ir1) in enumerate(irreps_hidden):
-            for i2, (_, ir2) in enumerate(irreps_sh):
-                for ir3 in ir1 * ir2:
-                    if ir3.l <= lmax and (settings.paths == "all" or (ir1.l + ir2.l + ir3.l) % 2 == 0):
-                        instructions.append((i1, i2, len(irreps_mid), "uvu", True))
-                        irreps_mid.append((mul, ir3))
-        irreps_mid = o3.Irreps(irreps_mid)
-        self.tensor_product = o3.TensorProduct(
-            irreps_hidden, irreps_sh, irreps_mid, instructions, shared_weights=False, internal_weights=False
-        )
+        self.tensor_product = convolution_product(irreps_hidden, irreps_sh, lmax, settings.paths)
+        irreps_mid = self.tensor_product.irreps_out
         self.radial_mlp = FullyConnectedNet(
             [settings.num_radial, settings.radial_hidden, self.tensor_product.weight_numel], torch.nn.functional.silu
         )
