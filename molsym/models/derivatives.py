@@ -31,8 +31,11 @@ def _apply_strain(graph: dict, strain: torch.Tensor) -> dict:
 
 
 def energy_forces_stress(model, graph: dict, *, forces: bool = True, stress: bool = False,
-                         create_graph: bool = False) -> dict[str, torch.Tensor]:
+                         create_graph: bool = False, heads=()) -> dict[str, torch.Tensor]:
     """Energy (B,), atomic energies (N,), and on request forces (N, 3) and stress (B, 3, 3).
+
+    ``heads``: names of the model's heads to evaluate in the same forward pass (their outputs
+    under their names, e.g. "hessian" (3N, 3N) eV/Å² from the Hessian head).
 
     ``create_graph=True`` keeps the graph of the derivatives (training on forces,
     Hessians). Stress needs a cell of non-zero volume in every structure. Runs on the
@@ -52,7 +55,7 @@ def energy_forces_stress(model, graph: dict, *, forces: bool = True, stress: boo
         strain = torch.zeros_like(graph[K.CELL], requires_grad=True)
         inputs.append(strain)
         model_graph = _apply_strain(graph, strain)
-    out = model(model_graph)
+    out = model(model_graph, heads=tuple(heads)) if heads else model(model_graph)
     if not inputs:
         return out
     grads = torch.autograd.grad(out[K.ENERGY].sum(), inputs, create_graph=create_graph, allow_unused=True)

@@ -165,7 +165,7 @@ class Potential(nn.Module):
                 out[name] = self.heads[name](representation)
         return out
 
-    def predict(self, atoms, *, stress: bool | None = None, hessian: bool = False, batch_size: int = 32):
+    def predict(self, atoms, *, stress: bool | None = None, hessian: bool | str = False, batch_size: int = 32):
         """Energies and forces of one ``ase.Atoms`` or a list of them; see ``molsym.models.predict``."""
         from molsym.models.predict import predict
 
