@@ -1,4 +1,4 @@
-"""The exact Hessian (vmap over vector-Hessian products, in row chunks) on every registered family.
+"""The exact Hessian (vmapped vector-Hessian products, in row chunks) on every registered family.
 
 Reference: the plain second autograd pass, one row at a time. Both evaluate the same
 derivatives in a different order, so they agree to rounding (1e-12 eV/Å² on entries of order

@@ -1,4 +1,4 @@
-"""The exact Hessian of 300 atoms stays within 8 GiB, of 500 atoms within 16 GiB (vmap over rows, in chunks).
+"""The exact Hessian of 300 atoms stays within 8 GiB, of 500 atoms within 16 GiB (vmapped rows, in chunks).
 
 Peak memory is the process's maximum resident set (model, graph, the (3N, 3N) result and one
 chunk of batched backward passes), for the default TensorNet (128 channels) in float64.

@@ -75,21 +75,28 @@ def energy_forces_stress(model, graph: dict, *, forces: bool = True, stress: boo
 def hessian(model, graph: dict, *, chunk_size: int = 8) -> torch.Tensor:
     """Exact Hessian d^2E/dpos^2, (3N, 3N) eV/Å², block-diagonal over the structures of a batch.
 
-    One forward pass builds the gradient's graph (``torch.func.grad``); the rows are
-    vector-Hessian products e_k^T H, batched over rows by ``torch.func.vmap`` of the
-    gradient's ``vjp``, ``chunk_size`` rows per batched backward pass. Memory grows with
-    ``chunk_size`` (each chunk is one batched backward pass), not with 3N, so large molecules
-    fit in bounded memory. Runs in the dtype of the positions (float64 for phonons and modes).
+    One forward pass builds the gradient's graph; the rows are vector-Hessian products
+    e_k^T H, ``chunk_size`` rows per backward pass batched by vmap (autograd's
+    ``is_grads_batched``, which vmaps the backward graph only: the model's forward runs
+    once, untransformed, so nothing in it has to be written for ``torch.func``). Memory grows
+    with ``chunk_size``, not with 3N, so large molecules fit in bounded memory. Runs in the
+    dtype of the positions (float64 for phonons and normal modes).
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-    positions = graph[K.POSITIONS].detach()
-
-    def energy(pos: torch.Tensor) -> torch.Tensor:
-        return model({**graph, K.POSITIONS: pos})[K.ENERGY].sum()
-
-    _, vector_hessian = torch.func.vjp(torch.func.grad(energy), positions)
-    n3 = positions.numel()
-    rows = torch.eye(n3, dtype=positions.dtype, device=positions.device).view(n3, *positions.shape)
-    (result,) = torch.func.vmap(vector_hessian, chunk_size=chunk_size)(rows)
-    return result.reshape(n3, n3).detach()
+    positions = graph[K.POSITIONS].detach().requires_grad_(True)
+    energy = model({**graph, K.POSITIONS: positions})[K.ENERGY].sum()
+    (gradient,) = torch.autograd.grad(energy, positions, create_graph=True)
+    gradient = gradient.reshape(-1)
+    n3 = gradient.numel()
+    result = positions.new_zeros(n3, n3)
+    if not gradient.requires_grad:  # energy independent of positions (no edges)
+        return result.detach()
+    eye = torch.eye(n3, dtype=gradient.dtype, device=gradient.device)
+    for start in range(0, n3, chunk_size):
+        stop = min(start + chunk_size, n3)
+        (block,) = torch.autograd.grad(gradient, positions, grad_outputs=eye[start:stop], retain_graph=True,
+                                       is_grads_batched=True, allow_unused=True)
+        if block is not None:
+            result[start:stop] = block.reshape(stop - start, n3)
+    return result.detach()
