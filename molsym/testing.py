@@ -217,7 +217,7 @@ def assert_smooth_at_cutoff(model, atoms, mover: int, anchor: int, direction, *,
     return energy_jump, force_jump
 
 
-def _blockwise(hessian: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+def rotate_blocks(hessian: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     """R H R^T on every 3x3 block of a (3N, 3N) matrix."""
     n = hessian.shape[0] // 3
     blocks = hessian.reshape(n, 3, n, 3)
@@ -237,7 +237,7 @@ def assert_hessian_head_equivariant(model, graph: dict, tolerance: float, *, hea
         rotation = random_orthogonal(dtype, parity=bool(trial % 2), generator=gen)
         translation = 10.0 * torch.randn(3, dtype=torch.float64, generator=gen)
         out = model(transform_graph(graph, rotation, translation), heads=(head,))[head].detach()
-        error = _max_abs(out, _blockwise(ref, rotation))
+        error = _max_abs(out, rotate_blocks(ref, rotation))
         assert error < tolerance, (f"Hessian head not O(3)-equivariant (det R = {float(torch.det(rotation)):+.0f}): "
                                    f"max |H(Rx) - R H R^T| = {error:.3e} >= {tolerance:.1e}")
     n = graph[K.POSITIONS].shape[0]
