@@ -1,4 +1,4 @@
-"""ASE calculator for molsym potentials: energy, atomic energies, forces, stress, exact Hessians.
+"""ASE calculator for molsym potentials: energy, atomic energies, forces, stress, Hessians.
 
 Units follow ASE: energies eV, forces eV/Å, stress eV/Å³ (Voigt order xx, yy,
 zz, yz, xz, xy; ASE's sign convention), Hessian eV/Å².
@@ -8,7 +8,8 @@ Usage::
     from molsym.calculators import MolSymCalculator
     atoms.calc = MolSymCalculator(model, device="cpu", dtype="float64")
     atoms.get_potential_energy(); atoms.get_forces()
-    atoms.calc.get_hessian(atoms)          # (3N, 3N) eV/Å²
+    atoms.calc.get_hessian(atoms)          # (3N, 3N) eV/Å², exact (autograd)
+    atoms.calc.get_hessian(atoms, method="head")   # predicted by the model's Hessian head
 
 Caching follows ASE's contract: :meth:`calculate` is reached only through
 ``BaseCalculator.get_property``, which compares the atoms with those of the
@@ -36,6 +37,7 @@ from molsym.models.allocator import keep_freed_memory
 from molsym.models.compiled import CompiledPotential
 from molsym.models.derivatives import energy_forces_stress, hessian as exact_hessian
 from molsym.models.dtypes import resolve_dtype
+from molsym.models.predict import HESSIAN_METHODS
 from molsym.models.snapshot import frozen_copy
 from molsym.models.threads import policy_threads
 
@@ -73,7 +75,8 @@ class MolSymCalculator(Calculator):
         stress: (6,) eV/Å³, Voigt form; only for fully periodic cells
             (``pbc`` all True, non-zero volume). Asking for it otherwise
             raises ``PropertyNotImplementedError`` with the reason.
-    The exact Hessian is available through :meth:`get_hessian`.
+        hessian: (3N, 3N) eV/Å², the exact Hessian (``get_property("hessian")``); the
+            Hessian head's prediction through ``get_hessian(atoms, method="head")``.
 
     The neighbour list is rebuilt from the atoms on every calculation, so
     atoms may move arbitrarily far between calls. Constructing a calculator sets
@@ -82,7 +85,7 @@ class MolSymCalculator(Calculator):
     reallocating temporaries on every MD step.
     """
 
-    implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
+    implemented_properties = ("energy", "free_energy", "energies", "forces", "stress", "hessian")
 
     def __init__(self, model, device="cpu", dtype="float64", *, hessian_chunk_size: int = 8, compile: bool = False,
                  **kwargs):
@@ -101,7 +104,7 @@ class MolSymCalculator(Calculator):
             self.model = frozen_copy(model, self.device, self.dtype)
         keep_freed_memory()
         self.hessian_chunk_size = int(hessian_chunk_size)
-        self._hessian_state: tuple | None = None  # (atoms copy, (3N, 3N) float64 array)
+        self._hessians: dict[str, tuple] = {}  # method -> (atoms copy, (3N, 3N) float64 array)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device="cpu", dtype="float64", **kwargs) -> "MolSymCalculator":
@@ -113,7 +116,8 @@ class MolSymCalculator(Calculator):
     # --- ASE interface ------------------------------------------------------------
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
-        """Compute energy, free energy, atomic energies and forces (and stress when periodic).
+        """Compute energy, free energy, atomic energies and forces (and stress when periodic), and
+        the exact Hessian when ``properties`` asks for "hessian".
 
         Called by ``get_property`` only when ``check_state`` reports changes or a
         requested property is missing from ``self.results``.
@@ -144,39 +148,60 @@ class MolSymCalculator(Calculator):
         }
         if periodic:
             results["stress"] = _full_voigt(out[K.STRESS][0].detach().cpu().double().numpy())
+        if "hessian" in properties:
+            results["hessian"] = self._hessian(atoms, "autograd")
         self.results = results
 
     def reset(self) -> None:
         """Forget the atoms and all results, including a cached Hessian."""
         super().reset()
-        self._hessian_state = None
+        self._hessians = {}
 
     # --- Hessian ------------------------------------------------------------------
 
-    def get_hessian(self, atoms=None) -> np.ndarray:
-        """Exact Hessian d²E/dx², (3N, 3N) float64 numpy array, eV/Å².
+    def get_hessian(self, atoms=None, method: str = "autograd") -> np.ndarray:
+        """Hessian d²E/dx², (3N, 3N) float64 numpy array, eV/Å².
 
-        Rows and columns run over atoms then Cartesian components
-        (index 3 * atom + axis). Computed by a second autograd pass in the
-        calculator's dtype (float64 recommended) and cached until the atoms
+        Rows and columns run over atoms then Cartesian components (index 3 * atom + axis).
+        ``method``: "autograd" (exact, by a second autograd pass in the calculator's dtype;
+        float64 recommended) or "head" (predicted by the model's Hessian head in one forward
+        pass; ``ValueError`` for a model without one). Cached per method until the atoms
         change. ``atoms=None`` uses the atoms of the last calculation.
         """
+        if method not in HESSIAN_METHODS:
+            raise ValueError(f"method must be one of {list(HESSIAN_METHODS)}, got {method!r}")
+        if method == "head":
+            self.model.check_heads(("hessian",))
         if atoms is None:
             atoms = self.atoms
             if atoms is None:
                 raise ValueError("get_hessian() needs atoms: pass them, or compute another property first")
         elif self.check_state(atoms):
             self.reset()
-        if self._hessian_state is not None and not compare_atoms(self._hessian_state[0], atoms):
-            return self._hessian_state[1].copy()
-        graph = self._graph(atoms)
-        with policy_threads(graph):
-            matrix = exact_hessian(self.model, graph, chunk_size=self.hessian_chunk_size).cpu().double().numpy() \
-                if len(atoms) else np.zeros((0, 0))
+        matrix = self._hessian(atoms, method)
         if self.atoms is None:  # after check_state/reset, self.atoms is None or equal to atoms
             self.atoms = atoms.copy()
-        self._hessian_state = (atoms.copy(), matrix)
         return matrix.copy()
+
+    def _hessian(self, atoms, method: str) -> np.ndarray:
+        """The cached or newly computed Hessian of ``atoms`` by ``method`` (the cache's own array)."""
+        cached = self._hessians.get(method)
+        if cached is not None and not compare_atoms(cached[0], atoms):
+            return cached[1]
+        if not len(atoms):
+            matrix = np.zeros((0, 0))
+            self._hessians[method] = (atoms.copy(), matrix)
+            return matrix
+        graph = self._graph(atoms)
+        with policy_threads(graph):
+            if method == "autograd":
+                matrix = exact_hessian(self.model, graph, chunk_size=self.hessian_chunk_size)
+            else:
+                with torch.no_grad():
+                    matrix = self.model(graph, heads=("hessian",))[K.HESSIAN]
+        matrix = matrix.cpu().double().numpy()
+        self._hessians[method] = (atoms.copy(), matrix)
+        return matrix
 
     # --- internals --------------------------------------------------------------------
 

@@ -215,3 +215,34 @@ def assert_smooth_at_cutoff(model, atoms, mover: int, anchor: int, direction, *,
     assert energy_jump < max_jump, f"energy jumps by {energy_jump:.3e} eV across the cutoff (step {step} Å)"
     assert force_jump < max_jump, f"forces jump by {force_jump:.3e} eV/Å across the cutoff (step {step} Å)"
     return energy_jump, force_jump
+
+
+def rotate_blocks(hessian: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """R H R^T on every 3x3 block of a (3N, 3N) matrix."""
+    n = hessian.shape[0] // 3
+    blocks = hessian.reshape(n, 3, n, 3)
+    return torch.einsum("ac,icjd,bd->iajb", rotation.to(hessian.dtype), blocks, rotation.to(hessian.dtype)).reshape(
+        3 * n, 3 * n)
+
+
+def assert_hessian_head_equivariant(model, graph: dict, tolerance: float, *, head: str = "hessian", trials: int = 3,
+                                    seed: int = 0):
+    """A Hessian head's output H (3N, 3N) obeys H(Rx + t) = R H(x) R^T blockwise for random proper and
+    improper R and translations t, and H(Px) = P H(x) P^T for a random permutation P of the atoms;
+    max absolute error must be < ``tolerance`` (eV/Å²)."""
+    gen = torch.Generator().manual_seed(seed)
+    ref = model(graph, heads=(head,))[head].detach()
+    dtype = graph[K.POSITIONS].dtype
+    for trial in range(trials):
+        rotation = random_orthogonal(dtype, parity=bool(trial % 2), generator=gen)
+        translation = 10.0 * torch.randn(3, dtype=torch.float64, generator=gen)
+        out = model(transform_graph(graph, rotation, translation), heads=(head,))[head].detach()
+        error = _max_abs(out, rotate_blocks(ref, rotation))
+        assert error < tolerance, (f"Hessian head not O(3)-equivariant (det R = {float(torch.det(rotation)):+.0f}): "
+                                   f"max |H(Rx) - R H R^T| = {error:.3e} >= {tolerance:.1e}")
+    n = graph[K.POSITIONS].shape[0]
+    permutation = torch.randperm(n, generator=gen)
+    out = model(permute_graph(graph, permutation), heads=(head,))[head].detach()
+    rows = (3 * permutation[:, None] + torch.arange(3)).reshape(-1)
+    error = _max_abs(out, ref[rows][:, rows])
+    assert error < tolerance, f"Hessian head not permutation-equivariant: max |error| = {error:.3e} >= {tolerance:.1e}"

@@ -19,7 +19,7 @@ from conftest import periodic_copper
 
 ROOT = Path(__file__).resolve().parents[1]
 BPA = ROOT / "examples" / "data" / "3bpa_subset.xyz"
-PROPERTIES = ("energy", "free_energy", "energies", "forces", "stress")
+PROPERTIES = ("energy", "free_energy", "energies", "forces", "stress", "hessian")
 
 
 def small_model(seed: int = 0, dtype=torch.float64, **overrides):
@@ -285,3 +285,30 @@ def test_cuda_device_matches_cpu(model):
     np.testing.assert_allclose(gpu.get_forces(atoms), cpu.get_forces(atoms), atol=1e-10)
     np.testing.assert_allclose(gpu.get_stress(atoms), cpu.get_stress(atoms), atol=1e-10)
     np.testing.assert_allclose(gpu.get_hessian(atoms), cpu.get_hessian(atoms), atol=1e-9)
+
+
+def test_hessian_property_and_methods_are_cached_separately():
+    model = small_model(heads={"hessian": {"cutoff": 4.0, "channels": 4}})
+    calc = MolSymCalculator(model)
+    counter = ForwardCounter(calc.model)
+    atoms = rattled_ethanol()
+    exact = calc.get_hessian(atoms)
+    assert counter.calls == 1
+    np.testing.assert_array_equal(calc.get_property("hessian", atoms), exact)  # ASE's route, from the cache
+    head = calc.get_hessian(atoms, method="head")
+    assert counter.calls == 3  # the energy and forces of get_property, then the head's forward
+    assert head.shape == exact.shape and not np.array_equal(head, exact)
+    np.testing.assert_array_equal(calc.get_hessian(atoms, method="head"), head)
+    np.testing.assert_array_equal(calc.get_hessian(atoms, method="autograd"), exact)
+    assert counter.calls == 3
+    atoms.positions[0, 0] += 0.01
+    assert not np.array_equal(calc.get_hessian(atoms, method="head"), head)
+    assert counter.calls == 4
+    with pytest.raises(ValueError, match=r"method must be one of \['autograd', 'head'\]"):
+        calc.get_hessian(atoms, method="finite differences")
+
+
+def test_hessian_head_without_a_head_is_refused(model):
+    calc = MolSymCalculator(model)
+    with pytest.raises(ValueError, match=r"no 'hessian' head .*heads: \{'hessian'"):
+        calc.get_hessian(rattled_ethanol(), method="head")

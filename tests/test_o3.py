@@ -87,3 +87,19 @@ def test_axial_part_of_a_tensor_that_rotates_as_r_x_rt():
     r = random_orthogonal(parity=True, generator=gen)
     rotated = to_irreps(r @ skew(v) @ r.T)[:, 1:4]
     torch.testing.assert_close(rotated, torch.det(r) * (2 ** 0.5 * v) @ r.T, rtol=0, atol=1e-13)
+
+
+def test_basis_cache_survives_a_first_use_inside_torch_func():
+    from molsym.o3 import cartesian
+
+    like = torch.zeros(3, dtype=torch.float64)
+    cartesian._BASIS_CACHE.pop((like.dtype, like.device), None)
+    x = torch.randn(9, dtype=torch.float64)
+
+    def norm2(v):
+        return (cartesian.basis_matrix(v) @ v).pow(2).sum()  # Q orthonormal: |Q v|^2 = |v|^2
+
+    # first use two transforms deep (as in a Hessian by torch.func), then one deep
+    laplacian = torch.func.grad(lambda v: torch.func.grad(norm2)(v).sum())(x)
+    torch.testing.assert_close(laplacian, torch.full_like(x, 2.0), rtol=0, atol=1e-14)
+    torch.testing.assert_close(torch.func.grad(norm2)(x), 2 * x, rtol=0, atol=1e-14)

@@ -123,3 +123,30 @@ def test_bad_input(model):
     gold.numbers[0] = 79
     with pytest.raises(ValueError, match=r"atomic number \[79\]"):
         model.predict(gold)
+
+
+def test_hessian_methods():
+    torch.manual_seed(0)
+    config = {"family": "e3nn", "elements": [1, 6, 8], "channels": 4, "layers": 1, "num_radial": 8,
+              "heads": {"hessian": {"channels": 4}}}
+    model = molsym.Potential.from_config(config).double().eval()
+    structures = [molecule("CH3CH2OH"), molecule("H2O"), molecule("CH3CH2OH")]
+    structures[2].rattle(0.05, seed=1)
+    exact = model.predict(structures, hessian=True)["hessian"]
+    for k, h in enumerate(model.predict(structures, hessian="autograd")["hessian"]):
+        np.testing.assert_array_equal(h, exact[k])
+    batched = model.predict(structures, batch_size=2, hessian="head")
+    for k, atoms in enumerate(structures):
+        alone = model.predict(atoms, hessian="head")
+        assert alone["hessian"].shape == (3 * len(atoms), 3 * len(atoms))
+        np.testing.assert_allclose(batched["hessian"][k], alone["hessian"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(batched["forces"][k], alone["forces"], rtol=0, atol=1e-10)
+        graph = molsym.from_ase(atoms, model.cutoff, torch.float64)
+        np.testing.assert_array_equal(alone["hessian"], model(graph, heads=("hessian",))["hessian"].detach().numpy())
+
+
+def test_hessian_method_errors(model):
+    with pytest.raises(ValueError, match=r"no 'hessian' head"):
+        model.predict(molecule("H2O"), hessian="head")
+    with pytest.raises(ValueError, match=r"hessian must be False, True, 'autograd' or 'head', got 'exact'"):
+        model.predict(molecule("H2O"), hessian="exact")

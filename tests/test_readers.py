@@ -450,3 +450,27 @@ def test_oc20_dataset_batches_with_tags_and_fixed(synthetic_frames):
     assert batch[K.TAGS].shape == (n,) and batch[K.TAGS].dtype == torch.long
     assert batch[K.FIXED].shape == (n,) and batch[K.FIXED].dtype == torch.bool
     assert torch.equal(batch[K.FIXED], batch[K.TAGS] == 0)
+
+
+def test_horm_reader_reads_real_hessians():
+    """HORM (CC BY-NC-SA: read from ../shared only): shapes, units and the translational sum rule of DFT Hessians."""
+    from conftest import SHARED
+    from molsym.data.readers.horm import read_horm_npz
+
+    path = SHARED / "horm_sample100" / "sample_100_DERIVED.npz"
+    if not path.exists():
+        pytest.skip("HORM sample not available")
+    samples = read_horm_npz(path, indices=[0, 99])
+    data = np.load(path)
+    for sample, index in zip(samples, (0, 99)):
+        n = len(sample.atoms)
+        assert n == data["natoms"][index] and sample.meta["index"] == index
+        h = sample.targets["hessian"]
+        assert h.shape == (3 * n, 3 * n) and sample.targets["forces"].shape == (n, 3)
+        np.testing.assert_allclose(sample.targets["energy"], data["energy"][index], rtol=1e-7)
+        # translational invariance of the reference: block rows sum to ~0 (float32 storage, DFT grids)
+        assert np.abs(h.reshape(3 * n, n, 3).sum(1)).max() < 1e-2 * np.abs(h).max()
+    assert read_horm_npz(path, indices=[3], energy="ae")[0].targets["energy"][0] == pytest.approx(float(data["ae"][3]))
+    assert len(read_horm_npz(path)) == 100
+    with pytest.raises(IndexError, match="molecule 100 out of range"):
+        read_horm_npz(path, indices=[100])

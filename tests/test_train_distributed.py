@@ -46,3 +46,21 @@ def test_two_processes_match_one(tmp_path):
             assert math.isclose(a[key], b[key], rel_tol=1e-9), (a["epoch"], key, a[key], b[key])
     # only rank 0 wrote: one log, one set of checkpoints, no stray files
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["best.pt", "last.pt", "log.csv", "results.json"]
+
+
+def test_two_processes_with_an_untrained_head(tmp_path):
+    """A Hessian head without a loss term gets no gradient in any step; DDP must still train."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not installed beside this Python")
+    model = {**tiny_config(tmp_path)["model"], "heads": {"hessian": {"channels": 2}}}
+    config = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "run", epochs=2, ema=None, model=model,
+                                                           data={"batch_size": 4}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(_free_port()), "-m", "molsym.train", str(config), "--output", str(tmp_path / "two")]
+    double = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert len(read_csv(tmp_path / "two" / "log.csv")) == 2

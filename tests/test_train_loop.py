@@ -212,3 +212,29 @@ def test_tensorboard_events_or_a_clear_error(tmp_path, capsys):
         return
     assert main(["train", str(config)]) == 0
     assert list((tmp_path / "out" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_trains_a_hessian_head_on_horm_arrays(tmp_path):
+    """HORM (read from ../shared, never copied): a direct Hessian loss on the head next to energy and forces
+    (E0: the 3BPA isolated atoms, the same wB97X/6-31G(d) level)."""
+    from conftest import SHARED
+
+    path = SHARED / "horm_sample100" / "sample_100_DERIVED.npz"
+    if not path.exists():
+        pytest.skip("HORM sample not available")
+    model = {**tiny_config(tmp_path)["model"], "heads": {"hessian": {"channels": 4}}}
+    config = tiny_config(tmp_path / "out", epochs=3, model=model,
+                         data={"train": str(path), "max_structures": 16, "valid_fraction": 0.25},
+                         loss={"energy": 1.0, "forces": 10.0, "hessian_head": 1.0})
+    assert main(["train", str(write_config(tmp_path / "c.yaml", config))]) == 0
+    rows = read_csv(tmp_path / "out" / "log.csv")
+    assert all(row["valid_hessian_head_mae_mev_a2"] > 0 for row in rows)
+    assert rows[-1]["train_hessian_head_rmse_mev_a2"] < rows[0]["train_hessian_head_rmse_mev_a2"]
+    trained = molsym.load(tmp_path / "out" / "best.pt")
+    assert trained.config["heads"]["hessian"]["channels"] == 4
+
+
+def test_a_head_loss_needs_a_head(tmp_path, capsys):
+    config = tiny_config(tmp_path / "out", loss={"hessian_head": 1.0})
+    assert main(["train", str(write_config(tmp_path / "c.yaml", config))]) != 0
+    assert "loss.hessian_head is positive but the model has no Hessian head" in capsys.readouterr().err

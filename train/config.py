@@ -16,7 +16,7 @@ marked required; ``molsym train --help-config`` prints this table)::
       valid_fraction: 0.1
       test: null                 # evaluated at the end with the best weights
       ...                        # see DATA below
-    loss: {energy: 27.0, forces: 1000.0, stress: 0.0, hessian: 0.0, hessian_rows: 2}
+    loss: {energy: 27.0, forces: 1000.0, stress: 0.0, hessian: 0.0, hessian_rows: 2, hessian_head: 0.0}
     optimizer: {lr: auto, weight_decay: 5e-7, betas: [0.9, 0.999], amsgrad: true}
     schedule: {type: cosine, warmup_epochs: 1, min_lr: 1e-5, fit_to_budget: true}
     ema: {decay: 0.99}           # or null for none
@@ -155,8 +155,8 @@ DATA = {
     "test": Field(PATHS, None, "test data, evaluated with the best weights at the end", nullable=True),
     "test_exclude_train": Field((bool,), False, "drop test structures that also occur in train "
                                 "(same atomic numbers and positions within 1e-6 Å)"),
-    "format": Field((str,), "auto", "auto (by suffix), ase (ase.io.read), db (ASE db) or oc20_s2ef",
-                    _one_of("auto", "ase", "db", "oc20_s2ef")),
+    "format": Field((str,), "auto", "auto (by suffix), ase (ase.io.read), db (ASE db), oc20_s2ef or horm "
+                    "(HORM arrays in a .npz: molsym.data.readers.horm)", _one_of("auto", "ase", "db", "oc20_s2ef", "horm")),
     "energy_key": Field((str,), "energy", "name of the energy label (calculator results, info, db data)", nullable=True),
     "forces_key": Field((str,), "forces", "name of the forces label", nullable=True),
     "stress_key": Field((str,), "stress", "name of the stress label (eV/Å³, ASE sign)", nullable=True),
@@ -186,6 +186,8 @@ LOSS = {
     "stress": Field(NUMBER, 0.0, "weight of the stress-component MSE ((eV/Å³)^-2)", _non_negative),
     "hessian": Field(NUMBER, 0.0, "weight of the Hessian-entry MSE ((eV/Å²)^-2), on sampled rows", _non_negative),
     "hessian_rows": Field((int,), 2, "Hessian rows per structure sampled in each step", _positive),
+    "hessian_head": Field(NUMBER, 0.0, "weight of the MSE ((eV/Å²)^-2) of the Hessian head's entries (every entry "
+                          "of each structure's (3n, 3n) block; needs model.heads.hessian)", _non_negative),
 }
 
 OPTIMIZER = {
@@ -346,8 +348,15 @@ def validate_config(raw, base_dir: str | os.PathLike = ".") -> dict:
         config["output"] = str(base / config["output"])
     if isinstance(config["max_time"], (str, int, float)) and not _duration(config["max_time"]):
         config["max_time"] = parse_duration(config["max_time"])
-    if config["loss"]["energy"] == config["loss"]["forces"] == config["loss"]["stress"] == config["loss"]["hessian"] == 0:
-        problems.append("loss: every weight is 0; give at least one of energy, forces, stress, hessian a positive weight")
+    loss = config["loss"]
+    if all(loss[name] == 0 for name in ("energy", "forces", "stress", "hessian", "hessian_head")):
+        problems.append("loss: every weight is 0; give at least one of energy, forces, stress, hessian, "
+                        "hessian_head a positive weight")
+    heads = config["model"].get("heads") if isinstance(config["model"], dict) else None
+    if isinstance(loss["hessian_head"], (int, float)) and loss["hessian_head"] > 0 and not (
+            isinstance(heads, dict) and "hessian" in heads):
+        problems.append("loss.hessian_head is positive but the model has no Hessian head: "
+                        "add model.heads.hessian (e.g. heads: {hessian: {cutoff: 4.5}})")
     if config["tensorboard"] is True and importlib.util.find_spec("tensorboard") is None:
         problems.append("tensorboard: true, but the tensorboard package is not installed "
                         "(pip install tensorboard, or set tensorboard: auto)")

@@ -29,6 +29,7 @@ from molsym.data.readers import (
     read_oc20_s2ef,
     read_samples,
 )
+from molsym.data.readers.horm import read_horm_npz
 from molsym.data.readers.oc20 import default_log_path
 from molsym.train.preflight import validate_splits
 
@@ -38,7 +39,8 @@ ISOLATED_ATOM_SUFFIXES = (".xyz", ".extxyz")
 def target_spec(data: dict, loss: dict) -> TargetSpec:
     """Which labels to read: energy and forces when named (required when their loss weight is positive);
     stress and Hessian only when their loss weight is positive (then required); tags and fixed atoms always."""
-    required = tuple(name for name in ("energy", "forces", "stress", "hessian") if loss[name] > 0)
+    weights = {**loss, "hessian": max(loss["hessian"], loss.get("hessian_head", 0.0))}  # both train on the label
+    required = tuple(name for name in ("energy", "forces", "stress", "hessian") if weights[name] > 0)
     for name in required:
         if data[f"{name}_key"] is None:
             raise ValueError(f"loss.{name} is positive but data.{name}_key is null: name the label to train on")
@@ -46,7 +48,7 @@ def target_spec(data: dict, loss: dict) -> TargetSpec:
         energy=data["energy_key"],
         forces=data["forces_key"],
         stress=data["stress_key"] if loss["stress"] > 0 else None,
-        hessian=data["hessian_key"] if loss["hessian"] > 0 else None,
+        hessian=data["hessian_key"] if weights["hessian"] > 0 else None,
         virial=data["virial_key"] if loss["stress"] > 0 else None,
         required=required,
         tags=True,
@@ -56,10 +58,12 @@ def target_spec(data: dict, loss: dict) -> TargetSpec:
 
 
 def file_format(path: str, requested: str = "auto") -> str:
-    """"db", "oc20_s2ef" or "ase" for ``path``."""
+    """"db", "oc20_s2ef", "horm" (a .npz of HORM arrays) or "ase" for ``path``."""
     if requested != "auto":
         return requested
     suffix = Path(path).suffix.lower()
+    if suffix == ".npz":
+        return "horm"
     if Path(path).is_dir() or suffix in (".aselmdb", ".db"):
         return "db"
     if suffix == ".json":
@@ -91,6 +95,8 @@ def read_split(paths: list[str], spec: TargetSpec, cutoff: float, dtype: torch.d
             samples = read_db_samples(path, spec)
         elif kind == "oc20_s2ef":
             samples = read_oc20_s2ef(path, spec=spec)
+        elif kind == "horm":
+            samples = read_horm_npz(path, spec=spec)
         else:
             samples = read_samples(path, spec)
         parts.append(AtomsDataset(samples, cutoff, dtype, precompute=False))

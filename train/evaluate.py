@@ -52,11 +52,12 @@ def loader(dataset: Dataset, batch_size: int, world: World, num_workers: int = 0
 
 
 def evaluate(model, data: DataLoader, *, device, dtype, world: World, targets: dict, hessian_rows: int = 0,
-             mask_fixed: bool = True, keep_predictions: bool = False, progress=None):
+             mask_fixed: bool = True, keep_predictions: bool = False, progress=None, hessian_head: bool = False):
     """Metric sums of ``model`` over ``data`` (summed over ranks), and this rank's predictions if asked.
 
     ``targets`` says which derivatives to compute: {"forces": bool, "stress": bool}.
-    Hessian rows (``hessian_rows`` > 0) are drawn with a fixed seed.
+    Hessian rows (``hessian_rows`` > 0) are drawn with a fixed seed; ``hessian_head``: also the
+    Hessian head's error on batches with a reference Hessian.
     """
     model.eval()
     sums = MetricSums(device)
@@ -68,7 +69,7 @@ def evaluate(model, data: DataLoader, *, device, dtype, world: World, targets: d
         rows = hessian_rows if K.HESSIAN in batch else 0
         out = predict_batch(model, batch, forces=targets["forces"] and K.FORCES in batch,
                             stress=targets["stress"] and K.STRESS in batch, hessian_rows=rows,
-                            create_graph=False, generator=generator)
+                            hessian_head=hessian_head and K.HESSIAN in batch, create_graph=False, generator=generator)
         sums.add(error_sums(out, batch, mask_fixed=mask_fixed))
         if predictions is not None:
             predictions.add(out, batch, mask_fixed)

@@ -91,7 +91,10 @@ class Run:
         self.trained = self.model
         if world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.trained = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            # a head without a loss term gets no gradient: DDP must not wait for it
+            untrained_heads = bool(self.model.head_names) and config["loss"]["hessian_head"] == 0
+            self.trained = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
+                                                                     find_unused_parameters=untrained_heads)
         opt = config["optimizer"]
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=opt["lr"], betas=tuple(opt["betas"]),
                                            eps=opt["eps"], weight_decay=opt["weight_decay"], amsgrad=opt["amsgrad"])
@@ -186,7 +189,8 @@ class Run:
             generator = torch.Generator().manual_seed(
                 (config["seed"] * 1_000_003 + self.epoch) * 100_003 + self.step_in_epoch * 101 + world.rank)
             out = predict_batch(self.trained, batch, forces=self.targets["forces"],
-                                stress=self.targets["stress"], hessian_rows=rows, create_graph=True,
+                                stress=self.targets["stress"], hessian_rows=rows,
+                                hessian_head=config["loss"]["hessian_head"] > 0, create_graph=True,
                                 generator=generator)
             sums = error_sums(out, batch, mask_fixed=config["data"]["fixed_atoms"])
             counts = torch.tensor([float(sums[name][0]) if name in sums else 0.0 for name in TERMS],
@@ -308,7 +312,8 @@ class Run:
         self.model.load_state_dict(self._weights() if weights is None else weights)
         try:
             sums, _ = evaluate(self.model, batches, device=self.device, dtype=self.dtype, world=self.world,
-                               targets=self.targets, hessian_rows=rows, mask_fixed=data["fixed_atoms"])
+                               targets=self.targets, hessian_rows=rows, mask_fixed=data["fixed_atoms"],
+                               hessian_head=self.config["loss"]["hessian_head"] > 0)
         finally:
             self.model.load_state_dict(raw)
         return sums

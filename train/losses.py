@@ -4,6 +4,7 @@ Losses are weighted mean squared errors over a *global* batch:
 
     L = w_E <((E - E_ref) / n)^2>_structures + w_F <(F - F_ref)^2>_free force components
       + w_S <(sigma - sigma_ref)^2>_stress components + w_H <(H - H_ref)^2>_sampled Hessian entries
+      + w_HH <(H_head - H_ref)^2>_entries of every structure's Hessian block (the Hessian head)
 
 Each rank holds part of the global batch; it divides its own sums by the
 global counts (summed over ranks) and multiplies by the number of ranks, so
@@ -25,13 +26,16 @@ from molsym.models.derivatives import energy_forces_stress
 from molsym.models.threads import policy_threads
 
 # Error sums kept per target: (count, sum |error|, sum error^2), in eV-based units.
-TERMS = ("energy", "energy_per_atom", "forces", "stress", "hessian")
-LOSS_TERM = {"energy": "energy_per_atom", "forces": "forces", "stress": "stress", "hessian": "hessian"}
+TERMS = ("energy", "energy_per_atom", "forces", "stress", "hessian", "hessian_head")
+LOSS_TERM = {"energy": "energy_per_atom", "forces": "forces", "stress": "stress", "hessian": "hessian",
+             "hessian_head": "hessian_head"}
 
 
 def predict_batch(model, batch: dict, *, forces: bool, stress: bool, hessian_rows: int = 0,
-                  create_graph: bool = False, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Energy (B,), and on request forces (N, 3), stress (B, 3, 3) and sampled Hessian rows.
+                  hessian_head: bool = False, create_graph: bool = False,
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Energy (B,), and on request forces (N, 3), stress (B, 3, 3), sampled Hessian rows and
+    (``hessian_head``) the Hessian head's (3N, 3N) prediction as ``hessian_head``.
 
     With ``hessian_rows`` = k > 0 the result also holds ``hessian_rows`` (k, 3N)
     predicted rows and ``hessian_rows_ref`` (k, 3N) the same rows of the
@@ -44,7 +48,10 @@ def predict_batch(model, batch: dict, *, forces: bool, stress: bool, hessian_row
     batch[K.POSITIONS] = positions
     with policy_threads(batch):  # the package's thread policy for the forward pass and forces
         out = energy_forces_stress(model, batch, forces=forces or hessian_rows > 0, stress=stress,
-                                   create_graph=need_graph)
+                                   create_graph=need_graph, heads=("hessian",) if hessian_head else ())
+    if hessian_head:
+        out = dict(out)
+        out["hessian_head"] = out.pop(K.HESSIAN)
     if hessian_rows > 0:
         rows, rows_ref = _hessian_rows(out, positions, batch, hessian_rows, generator, create_graph)
         out = dict(out)
@@ -100,6 +107,11 @@ def error_sums(predicted: dict, batch: dict, *, mask_fixed: bool) -> dict[str, t
         count = predicted["hessian_rows"].shape[0] * 3 * int(batch[K.NUM_ATOMS].sum())
         # entries outside each row's own block are zero in both, so they add nothing to the sums
         sums["hessian"] = _sums(error, count)
+    if "hessian_head" in predicted and K.HESSIAN in batch:
+        # both are block-diagonal over structures: entries outside the blocks are zero in both
+        error = predicted["hessian_head"] - batch[K.HESSIAN]
+        count = int((3 * batch[K.NUM_ATOMS]).pow(2).sum())
+        sums["hessian_head"] = _sums(error, count)
     return sums
 
 
@@ -112,7 +124,7 @@ def weighted_loss(sums: dict, weights: dict, global_counts: dict[str, float], wo
     """This rank's share of the global weighted MSE (see the module docstring)."""
     loss = None
     for name, term in LOSS_TERM.items():
-        weight = weights[name]
+        weight = weights.get(name, 0.0)  # an absent term weighs nothing
         if weight <= 0 or term not in sums or global_counts.get(term, 0) <= 0:
             continue
         part = weight * world_size * sums[term][2] / global_counts[term]

@@ -8,6 +8,7 @@ energy_mae_mev_atom / ...  energy per atom, meV/atom
 forces_mae_mev_a / ...     force components (free atoms), meV/Å
 stress_mae_mev_a3 / ...    stress components, meV/Å³
 hessian_mae_mev_a2 / ...   sampled Hessian entries, meV/Å²
+hessian_head_mae_mev_a2    the Hessian head's entries (every entry of each block), meV/Å²
 =========================  ==========================================
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ UNITS = {
     "forces": ("forces", "mev_a"),
     "stress": ("stress", "mev_a3"),
     "hessian": ("hessian", "mev_a2"),
+    "hessian_head": ("hessian_head", "mev_a2"),
 }
 
 
@@ -77,8 +79,9 @@ class MetricSums:
         for weight_name, term in LOSS_TERM.items():
             row = TERMS.index(term)
             count = float(self.values[row, 0])
-            if weights[weight_name] > 0 and count > 0:
-                total += weights[weight_name] * float(self.values[row, 2]) / count
+            weight = weights.get(weight_name, 0.0)  # an absent term weighs nothing
+            if weight > 0 and count > 0:
+                total += weight * float(self.values[row, 2]) / count
                 found = True
         return total if found else float("nan")
 
@@ -91,6 +94,7 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
         ("forces_mae_mev_a", "F MAE meV/Å"), ("forces_rmse_mev_a", "F RMSE meV/Å"),
         ("stress_mae_mev_a3", "S MAE meV/Å³"), ("stress_rmse_mev_a3", "S RMSE meV/Å³"),
         ("hessian_mae_mev_a2", "H MAE meV/Å²"), ("hessian_rmse_mev_a2", "H RMSE meV/Å²"),
+        ("hessian_head_mae_mev_a2", "H head MAE meV/Å²"), ("hessian_head_rmse_mev_a2", "H head RMSE meV/Å²"),
     ]
     present = [(key, title) for key, title in columns if any(key in m for m in rows.values())]
     header = ["split", *(title for _, title in present)]

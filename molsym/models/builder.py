@@ -8,6 +8,7 @@ A model config is plain data (YAML, checkpoints)::
      "layers": 2,                           # (the length of a family list by default)
      "cutoff": 4.5, "e0": None, "scale": 1.0, "shift": 0.0,   # model-level only
      "repulsion": None,                     # or {"type": "zbl", "cutoff": "covalent" | Å} (molsym.nn.repulsion)
+     "heads": {"hessian": {"cutoff": 4.5}},  # optional heads (molsym.heads.registry)
      "channels": 128, "num_radial": 32, "radial_hidden": 64,
      "avg_num_neighbors": 16.0,             # global layer defaults
      "lmax": ...}                           # optional: for every layer that declares it
@@ -24,6 +25,7 @@ import difflib
 from dataclasses import fields
 from typing import Any, NamedTuple
 
+from molsym.heads.registry import normalise_heads
 from molsym.nn.forms import FeatureForm, check_conversion
 from molsym.nn.interactions.base import Family
 from molsym.nn.interactions.e3nn_conv import E3NN
@@ -42,6 +44,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "scale": 1.0,
     "shift": 0.0,
     "repulsion": None,
+    "heads": None,
 }
 # global layer defaults: a layer of a family that declares the key takes it unless it overrides it
 # ("lmax" has none: each spherical family has its own default, e.g. e3nn 2, escn 4; a top-level
@@ -192,4 +195,5 @@ def normalise_config(config: dict) -> dict:
         out["e0"] = e0
     out["repulsion"] = repulsion_config(out["repulsion"], out["elements"], out["cutoff"])
     layer_specs(out)
+    out["heads"] = normalise_heads(out["heads"], out["cutoff"])
     return out

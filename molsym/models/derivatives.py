@@ -31,8 +31,11 @@ def _apply_strain(graph: dict, strain: torch.Tensor) -> dict:
 
 
 def energy_forces_stress(model, graph: dict, *, forces: bool = True, stress: bool = False,
-                         create_graph: bool = False) -> dict[str, torch.Tensor]:
+                         create_graph: bool = False, heads=()) -> dict[str, torch.Tensor]:
     """Energy (B,), atomic energies (N,), and on request forces (N, 3) and stress (B, 3, 3).
+
+    ``heads``: names of the model's heads to evaluate in the same forward pass (their outputs
+    under their names, e.g. "hessian" (3N, 3N) eV/Å² from the Hessian head).
 
     ``create_graph=True`` keeps the graph of the derivatives (training on forces,
     Hessians). Stress needs a cell of non-zero volume in every structure. Runs on the
@@ -52,7 +55,7 @@ def energy_forces_stress(model, graph: dict, *, forces: bool = True, stress: boo
         strain = torch.zeros_like(graph[K.CELL], requires_grad=True)
         inputs.append(strain)
         model_graph = _apply_strain(graph, strain)
-    out = model(model_graph)
+    out = model(model_graph, heads=tuple(heads)) if heads else model(model_graph)
     if not inputs:
         return out
     grads = torch.autograd.grad(out[K.ENERGY].sum(), inputs, create_graph=create_graph, allow_unused=True)
@@ -70,30 +73,30 @@ def energy_forces_stress(model, graph: dict, *, forces: bool = True, stress: boo
 
 
 def hessian(model, graph: dict, *, chunk_size: int = 8) -> torch.Tensor:
-    """Exact Hessian d^2E/dpos^2, (3N, 3N) eV/Å², by a second autograd pass in row chunks.
+    """Exact Hessian d^2E/dpos^2, (3N, 3N) eV/Å², block-diagonal over the structures of a batch.
 
-    Memory grows with ``chunk_size`` rows at a time (each chunk is one batched
-    backward pass), not with 3N, so large molecules fit in bounded memory.
+    One forward pass builds the gradient's graph; the rows are vector-Hessian products
+    e_k^T H, ``chunk_size`` rows per backward pass batched by vmap (autograd's
+    ``is_grads_batched``, which vmaps the backward graph only: the model's forward runs
+    once, untransformed, so nothing in it has to be written for ``torch.func``). Memory grows
+    with ``chunk_size``, not with 3N, so large molecules fit in bounded memory. Runs in the
+    dtype of the positions (float64 for phonons and normal modes).
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    graph = dict(graph)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
     positions = graph[K.POSITIONS].detach().requires_grad_(True)
-    graph[K.POSITIONS] = positions
-    energy = model(graph)[K.ENERGY].sum()
+    energy = model({**graph, K.POSITIONS: positions})[K.ENERGY].sum()
     (gradient,) = torch.autograd.grad(energy, positions, create_graph=True)
     gradient = gradient.reshape(-1)
     n3 = gradient.numel()
     result = positions.new_zeros(n3, n3)
     if not gradient.requires_grad:  # energy independent of positions (no edges)
         return result.detach()
+    eye = torch.eye(n3, dtype=gradient.dtype, device=gradient.device)
     for start in range(0, n3, chunk_size):
         stop = min(start + chunk_size, n3)
-        rows = torch.zeros(stop - start, n3, dtype=gradient.dtype, device=gradient.device)
-        rows[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
-        (block,) = torch.autograd.grad(
-            gradient, positions, grad_outputs=rows, retain_graph=True, is_grads_batched=True, allow_unused=True
-        )
+        (block,) = torch.autograd.grad(gradient, positions, grad_outputs=eye[start:stop], retain_graph=True,
+                                       is_grads_batched=True, allow_unused=True)
         if block is not None:
             result[start:stop] = block.reshape(stop - start, n3)
     return result.detach()

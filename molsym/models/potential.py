@@ -6,8 +6,10 @@ from torch import nn
 
 from molsym.data import keys as K
 from molsym.heads.energy import EnergyReadout
+from molsym.heads.registry import build_heads
+from molsym.heads.representation import Representation
 from molsym.models.builder import embedding_form, layer_specs, normalise_config
-from molsym.nn.forms import FormConverter
+from molsym.nn.forms import FormConverter, canonical_features
 from molsym.nn.geometry import GeometryBuilder
 from molsym.nn.repulsion import build_repulsion
 from molsym.nn.scatter import scatter_sum
@@ -20,7 +22,9 @@ class Potential(nn.Module):
     ``{"energy": (B,) eV, "energies": (N,) eV}``; with ``repulsion`` in the config the
     atomic energies include a ZBL pair prior (``molsym.nn.repulsion``). Forces, stress and Hessians
     are derivatives of the energy: see ``molsym.models.derivatives`` and
-    :meth:`predict`.
+    :meth:`predict`. ``forward(graph, heads=("hessian",))`` also evaluates the configured
+    heads (config key ``heads``, ``molsym.heads.registry``) on the same features, each
+    output under the head's name (the Hessian head: ``"hessian"``, (3N, 3N) eV/Å²).
     """
 
     def __init__(self, config: dict):
@@ -51,6 +55,7 @@ class Potential(nn.Module):
         self.compiles = all(spec.family.compiles for spec in specs)
         self.invariants = last.family.invariants(last.settings, last.output_form)
         self.readout = EnergyReadout(self.invariants.channels, len(elements))
+        self.heads = build_heads(config["heads"], self.feature_forms[-1].channels)
         self._set_e0(config["e0"] or {})
         self.readout.scale.fill_(config["scale"])
         self.readout.shift.fill_(config["shift"])
@@ -111,8 +116,28 @@ class Potential(nn.Module):
         through ``EdgeGeometry.pair_weights``."""
         return [network for layer in self.interactions for network in layer.radial_networks()]
 
-    def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.evaluate(self.species(graph[K.ATOMIC_NUMBERS]), self.geometry(graph), graph)
+    @property
+    def head_names(self) -> list[str]:
+        """Names of the configured heads (besides the energy readout)."""
+        return list(self.heads.keys())
+
+    def check_heads(self, names) -> None:
+        """Raise ValueError naming the config key when a requested head is not configured."""
+        for name in names:
+            if name not in self.heads:
+                configured = self.head_names or "none"
+                raise ValueError(f"this model has no {name!r} head (configured heads: {configured}); build it "
+                                 f"with the model config key heads: {{{name!r}: {{...}}}}")
+
+    def forward(self, graph: dict[str, torch.Tensor], heads=()) -> dict[str, torch.Tensor]:
+        return self.evaluate(self.species(graph[K.ATOMIC_NUMBERS]), self.geometry(graph), graph, heads=heads)
+
+    def representation(self, graph: dict[str, torch.Tensor]) -> Representation:
+        """What heads read: element indices, the EdgeGeometry and the final features in the
+        canonical 0e + 1o + 1e + 2e form, (N, 12, C) (``molsym.heads.representation``)."""
+        species, geometry = self.species(graph[K.ATOMIC_NUMBERS]), self.geometry(graph)
+        features = self.node_features(species, geometry, graph)
+        return Representation(species, geometry, canonical_features(features, self.feature_forms[-1]), graph)
 
     def node_features(self, species: torch.Tensor, geometry, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """Final node features, of form ``feature_forms[-1]`` (``molsym.nn.forms``)."""
@@ -121,17 +146,26 @@ class Potential(nn.Module):
             features = interaction(convert(features), geometry, graph)
         return features
 
-    def evaluate(self, species: torch.Tensor, geometry, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Energies from element indices (N,), an :class:`EdgeGeometry` and the graph (batch, cell)."""
+    def evaluate(self, species: torch.Tensor, geometry, graph: dict[str, torch.Tensor],
+                 heads=()) -> dict[str, torch.Tensor]:
+        """Energies from element indices (N,), an :class:`EdgeGeometry` and the graph (batch, cell),
+        and the outputs of the named ``heads`` under their names."""
+        self.check_heads(heads)
         features = self.node_features(species, geometry, graph)
         atomic = self.readout(self.invariants(features), species)
         if self.repulsion is not None:
             atomic = atomic + self.repulsion.atomic_energies(self.z_of_species.index_select(0, species), graph)
         num_graphs = graph[K.CELL].shape[0]
         energy = scatter_sum(atomic, graph[K.BATCH], num_graphs)
-        return {K.ENERGY: energy, K.ATOMIC_ENERGIES: atomic}
+        out = {K.ENERGY: energy, K.ATOMIC_ENERGIES: atomic}
+        if heads:
+            representation = Representation(species, geometry, canonical_features(features, self.feature_forms[-1]),
+                                            graph)
+            for name in heads:
+                out[name] = self.heads[name](representation)
+        return out
 
-    def predict(self, atoms, *, stress: bool | None = None, hessian: bool = False, batch_size: int = 32):
+    def predict(self, atoms, *, stress: bool | None = None, hessian: bool | str = False, batch_size: int = 32):
         """Energies and forces of one ``ase.Atoms`` or a list of them; see ``molsym.models.predict``."""
         from molsym.models.predict import predict
 

@@ -12,12 +12,28 @@ from molsym.models.threads import policy_threads
 
 
 def _no_atoms(graph: dict) -> dict:
-    """Results of structures without atoms: energy 0 (a sum over no atoms), forces (0, 3), stress 0."""
+    """Results of structures without atoms: energy 0 (a sum over no atoms), forces (0, 3), stress 0,
+    Hessian (0, 0)."""
     cell = graph[K.CELL]
-    return {K.ENERGY: cell.new_zeros(cell.shape[0]), K.FORCES: cell.new_zeros(0, 3), K.STRESS: torch.zeros_like(cell)}
+    return {K.ENERGY: cell.new_zeros(cell.shape[0]), K.FORCES: cell.new_zeros(0, 3), K.STRESS: torch.zeros_like(cell),
+            K.HESSIAN: cell.new_zeros(0, 0)}
 
 
-def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, batch_size: int = 32) -> dict:
+HESSIAN_METHODS = ("autograd", "head")
+
+
+def hessian_method(hessian) -> str | None:
+    """``hessian`` argument -> None (no Hessian), "autograd" (``True`` too) or "head"; else ValueError."""
+    if hessian is False or hessian is None:
+        return None
+    if hessian is True:
+        return "autograd"
+    if isinstance(hessian, str) and hessian in HESSIAN_METHODS:
+        return hessian
+    raise ValueError(f"hessian must be False, True, 'autograd' or 'head', got {hessian!r}")
+
+
+def predict(model, atoms, *, stress: bool | None = None, hessian: bool | str = False, batch_size: int = 32) -> dict:
     """Predict for one ``ase.Atoms`` or a list of them, in the model's dtype and on its device.
 
     Args:
@@ -25,7 +41,9 @@ def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, 
         atoms: one ``ase.Atoms`` or a list/tuple of them.
         stress: ``None`` (default): computed when every structure is fully
             periodic; ``True``: required (``ValueError`` otherwise); ``False``: never.
-        hessian: also return exact Hessians (one second autograd pass per structure).
+        hessian: also return Hessians: ``"autograd"`` (or ``True``): exact, one second autograd
+            pass per structure; ``"head"``: the model's Hessian head (``heads: {"hessian": ...}``
+            in its config; ``ValueError`` without one), one forward pass per batch.
         batch_size: structures per forward pass.
 
     Returns:
@@ -43,6 +61,9 @@ def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, 
         raise ValueError("predict() needs at least one structure")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    method = hessian_method(hessian)
+    if method == "head":
+        model.check_heads(("hessian",))
     periodic = all(bool(np.all(a.get_pbc())) for a in structures)
     if stress is None:
         stress = periodic
@@ -55,14 +76,19 @@ def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, 
         graphs = [from_ase(a, model.cutoff, dtype=dtype) for a in chunk]
         graph = to_device(collate(graphs), device)
         with policy_threads(graph):
-            out = energy_forces_stress(model, graph, forces=True, stress=stress) if len(graph[K.BATCH]) else \
+            out = energy_forces_stress(model, graph, forces=True, stress=stress,
+                                       heads=("hessian",) if method == "head" else ()) if len(graph[K.BATCH]) else \
                 _no_atoms(graph)
         energies.append(out[K.ENERGY].detach().cpu().double().numpy())
         counts = graph[K.NUM_ATOMS].tolist()
         forces.extend(f.numpy() for f in torch.split(out[K.FORCES].detach().cpu().double(), counts))
         if stress:
             stresses.append(out[K.STRESS].detach().cpu().double().numpy())
-        if hessian:
+        if method == "head":
+            offsets = np.cumsum([0] + [3 * c for c in counts])
+            predicted = out[K.HESSIAN].detach()
+            hessians.extend(predicted[a:b, a:b].cpu().double().numpy() for a, b in zip(offsets[:-1], offsets[1:]))
+        elif method == "autograd":
             for g in graphs:
                 g = to_device(g, device)
                 with policy_threads(g):
@@ -71,7 +97,7 @@ def predict(model, atoms, *, stress: bool | None = None, hessian: bool = False, 
     result = {"energy": np.concatenate(energies), "forces": forces}
     if stress:
         result["stress"] = np.concatenate(stresses)
-    if hessian:
+    if method is not None:
         result["hessian"] = hessians
     if single:
         result = {k: (float(v[0]) if k == "energy" else v[0]) for k, v in result.items()}

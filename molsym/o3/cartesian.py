@@ -53,7 +53,9 @@ def basis_matrix(like: torch.Tensor) -> torch.Tensor:
     q = _BASIS_CACHE.get(key)
     if q is None:
         q = irreps_basis(like.dtype, like.device).reshape(9, 9)
-        _BASIS_CACHE[key] = q
+        # a tensor made inside a torch.func transform belongs to it: caching it would leak it
+        if not torch._C._functorch.is_functorch_wrapped_tensor(q):
+            _BASIS_CACHE[key] = q
     return q
 
 
