@@ -21,12 +21,17 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_processes_match_one(tmp_path):
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.exists():
-        torchrun = shutil.which("torchrun")
-    if torchrun is None:
+def _torchrun() -> str:
+    """torchrun beside this Python (or on PATH); skips the test when there is none."""
+    found = Path(sys.executable).with_name("torchrun")
+    found = str(found) if found.exists() else shutil.which("torchrun")
+    if found is None:
         pytest.skip("torchrun is not installed beside this Python")
+    return found
+
+
+def test_two_processes_match_one(tmp_path):
+    torchrun = _torchrun()
     # EMA off: the logged curve is that of the raw weights
     config = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "run", epochs=3, ema=None,
                                                            data={"batch_size": 4}))
@@ -50,11 +55,7 @@ def test_two_processes_match_one(tmp_path):
 
 def test_two_processes_with_an_untrained_head(tmp_path):
     """A Hessian head without a loss term gets no gradient in any step; DDP must still train."""
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.exists():
-        torchrun = shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun is not installed beside this Python")
+    torchrun = _torchrun()
     model = {**tiny_config(tmp_path)["model"], "heads": {"hessian": {"channels": 2}}}
     config = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "run", epochs=2, ema=None, model=model,
                                                            data={"batch_size": 4}))
