@@ -52,7 +52,7 @@ def so2_call(graph, lmax, mmax, channels, dtype):
     h = torch.randn(n, 2, (lmax + 1) ** 2, channels, dtype=dtype, requires_grad=True)
     probe = builder({**graph, "positions": positions})
     d = probe.directed_index.shape[1]
-    weights = [torch.randn(d, *shape, dtype=dtype, requires_grad=True) for shape in _shapes(layout, channels)]
+    weights = [torch.randn(d, *shape, dtype=dtype, requires_grad=True) for shape in layout.weight_shapes(2, channels)]
 
     def call():
         geometry = builder({**graph, "positions": positions})
@@ -61,13 +61,6 @@ def so2_call(graph, lmax, mmax, channels, dtype):
         return out
 
     return call, d
-
-
-def _shapes(layout, channels):
-    shapes = []
-    for m, (n_in, n_out, *_) in enumerate(layout.orders):
-        shapes += [(2, channels, n_out, n_in)] * (1 if m == 0 else 2)
-    return shapes
 
 
 def e3nn_call(graph, lmax, channels, dtype):

@@ -108,7 +108,7 @@ def _so2_weights(tp1: o3.TensorProduct, blocks, layout: SO2Layout, path_weights:
         start += 2 * l + 1
     e = path_weights.shape[0]
     weights = []
-    for m, (n_in, n_out, *_) in enumerate(layout.orders):
+    for m, (n_in, n_out) in enumerate(layout.orders):
         a = torch.zeros(e, parities_in, channels, n_out, n_in)
         b = torch.zeros_like(a)
         for p, ins in enumerate(tp1.instructions):

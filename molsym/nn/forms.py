@@ -121,6 +121,16 @@ def place(x: torch.Tensor, source: FeatureForm, target: FeatureForm) -> torch.Te
     return _pad(x, target)
 
 
+def residual(x: torch.Tensor, source: FeatureForm, target: FeatureForm) -> torch.Tensor | None:
+    """A layer's identity term: ``x`` itself when the forms agree, placed exactly in ``target``'s
+    form when every irrep of ``source`` fits there with the same channels, else None."""
+    if source == target:
+        return x
+    if source.channels != target.channels or not _holds(source, target):
+        return None
+    return place(x, source, target)
+
+
 def _pad(x: torch.Tensor, target: FeatureForm) -> torch.Tensor:
     """Zero-pad spherical (N, S', D', C) to ``target``'s (N, S, D, C), S' <= S, D' <= D."""
     n, s, d, c = x.shape

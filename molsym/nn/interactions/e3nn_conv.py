@@ -21,7 +21,7 @@ The gate: silu on 0e scalars, tanh (odd, so it keeps their parity) on 0o scalars
 sigmoid gates (0e) on every l >= 1 irrep. When a layer's input form differs from its output
 form (another lmax, parity classes or channel count), the input is consumed by the
 convolution and the self-interaction; the identity term embeds it exactly when the
-channels agree (``molsym.nn.forms.place``).
+channels agree (``molsym.nn.forms.residual``).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import nn
 
-from molsym.nn.forms import SPHERICAL, FeatureForm, place
+from molsym.nn.forms import SPHERICAL, FeatureForm, residual
 from molsym.nn.geometry import EdgeGeometry
 from molsym.nn.interactions.base import (
     Family, Interaction, RadialNetwork, check_non_negative_int, check_one_of, check_positive_float,
@@ -186,9 +186,6 @@ class E3nnConvolution(Interaction):
         )
         self.linear_out = o3.Linear(irreps_mid.simplify(), self.gate.irreps_in)
         self.self_interaction = o3.Linear(irreps_in, self.gate.irreps_out)
-        self.identity = input_form == self.output_form
-        self.embeds_input = not self.identity and input_form.channels == c and \
-            input_form.lmax <= lmax and input_form.parities <= parities
 
     def radial_networks(self) -> list[RadialNetwork]:
         return [RadialNetwork(self.radial_mlp, self.num_radial)]
@@ -203,11 +200,8 @@ class E3nnConvolution(Interaction):
         aggregated = scatter_sum(messages, i, x.shape[0]) * self.inv_avg_neighbors
         update = self.gate(self.linear_out(aggregated)) + self.self_interaction(x)
         update = from_e3nn_layout(update, self.output_blocks, self.output_form)
-        if self.identity:
-            return features + update
-        if self.embeds_input:
-            return place(features, self.input_form, self.output_form) + update
-        return update
+        skip = residual(features, self.input_form, self.output_form)
+        return update if skip is None else skip + update
 
 
 class E3nnInvariants(nn.Module):

@@ -27,12 +27,13 @@ gates from 0e scalars on every l >= 1 block).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from molsym.nn.forms import SPHERICAL, ChannelMap, FeatureForm, place
+from molsym.nn.forms import SPHERICAL, ChannelMap, FeatureForm, residual
 from molsym.nn.geometry import EdgeGeometry
 from molsym.nn.interactions.base import (
     Family, Interaction, RadialNetwork, check_non_negative_int, check_positive_float, check_positive_int,
@@ -72,53 +73,24 @@ def escn_output_form(settings: ESCNSettings, input_form: FeatureForm) -> Feature
 
 
 class SO2Layout:
-    """Index bookkeeping of the edge frame for degrees 0..lmax_in -> 0..lmax_out, orders <= mmax.
+    """The edge frame's bookkeeping for degrees 0..lmax_in -> 0..lmax_out, orders <= mmax.
 
-    Frame coefficients of degree l are kept for m = -k..k, k = min(l, mmax), stored l-major
-    (component k + m of block l). ``orders[m]`` = (input degrees, output degrees) with l >= m.
+    Frame coefficients of degree l are kept for m = -k..k, k = min(l, mmax) (``kept_in``,
+    ``kept_out``); ``orders[m]`` = (n_in, n_out), the numbers of input and output degrees l >= m.
     """
 
     def __init__(self, lmax_in: int, lmax_out: int, mmax: int):
         self.lmax_in, self.lmax_out, self.mmax = lmax_in, lmax_out, mmax
         self.kept_in = [min(l, mmax) for l in range(lmax_in + 1)]
         self.kept_out = [min(l, mmax) for l in range(lmax_out + 1)]
-        starts_in = _starts(self.kept_in)
-        starts_out = _starts(self.kept_out)
-        self.orders = []
-        for m in range(mmax + 1):
-            degrees_in = list(range(m, lmax_in + 1))
-            degrees_out = list(range(m, lmax_out + 1))
-            if not degrees_in or not degrees_out:
-                break
-            plus_in = [starts_in[l] + self.kept_in[l] + m for l in degrees_in]
-            minus_in = [starts_in[l] + self.kept_in[l] - m for l in degrees_in]
-            plus_out = [starts_out[l] + self.kept_out[l] + m for l in degrees_out]
-            minus_out = [starts_out[l] + self.kept_out[l] - m for l in degrees_out]
-            self.orders.append((len(degrees_in), len(degrees_out), plus_in, minus_in, plus_out, minus_out))
-        # output components in the order they are produced (m = 0, then +m, -m for m = 1, 2, ...)
-        produced = []
-        for m, (_, _, _, _, plus_out, minus_out) in enumerate(self.orders):
-            produced += plus_out if m == 0 else plus_out + minus_out
-        self.size_out = sum(2 * k + 1 for k in self.kept_out)
-        order = [0] * self.size_out
-        for position, component in enumerate(produced):
-            order[component] = position
-        self.output_order = order
+        self.orders = [(lmax_in - m + 1, lmax_out - m + 1) for m in range(min(mmax, lmax_in, lmax_out) + 1)]
 
-    def weight_sizes(self, parities_in: int, channels: int) -> list[int]:
-        """Sizes of A_0, A_1, B_1, A_2, B_2, ... per edge: n_out n_in S_in C each."""
-        sizes = []
-        for m, (n_in, n_out, *_) in enumerate(self.orders):
-            sizes += [n_out * n_in * parities_in * channels] * (1 if m == 0 else 2)
-        return sizes
-
-
-def _starts(kept: list[int]) -> list[int]:
-    starts, total = [], 0
-    for k in kept:
-        starts.append(total)
-        total += 2 * k + 1
-    return starts
+    def weight_shapes(self, parities_in: int, channels: int) -> list[tuple[int, ...]]:
+        """Per-edge shapes of A_0, A_1, B_1, A_2, B_2, ...: (S_in, C, n_out, n_in) each."""
+        shapes = []
+        for m, (n_in, n_out) in enumerate(self.orders):
+            shapes += [(parities_in, channels, n_out, n_in)] * (1 if m == 0 else 2)
+        return shapes
 
 
 def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: EdgeGeometry, layout: SO2Layout,
@@ -141,7 +113,7 @@ def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: Edge
         rotated = blocks[l][:, l - k:l + k + 1] @ sender[:, l * l:(l + 1) ** 2]
         rows.append(rotated.view(edges, 2 * k + 1, parities_in, c).unbind(1))
     out_rows = [[None] * (2 * k + 1) for k in layout.kept_out]
-    for m, (n_in, n_out, *_) in enumerate(layout.orders):
+    for m, (n_in, n_out) in enumerate(layout.orders):
         degrees_in = range(m, m + n_in)
         plus = torch.stack([rows[l][layout.kept_in[l] + m] for l in degrees_in], dim=-1)  # (D, S_in, C, n_in)
         a = weights[0] if m == 0 else weights[2 * m - 1]
@@ -187,6 +159,9 @@ class SpatialGate(nn.Module):
         c = form.channels
         self.gated = form.parities * form.lmax
         self.gates = nn.Linear(c, self.gated * c) if self.gated else None
+        # gate of each component l^2 + m, l >= 1: index l - 1 of the gated degrees
+        degree = [l - 1 for l in range(1, form.lmax + 1) for _ in range(2 * l + 1)]
+        self.register_buffer("gate_of_component", torch.tensor(degree, dtype=torch.long), persistent=False)
 
     def forward(self, z: torch.Tensor, messages: torch.Tensor) -> torch.Tensor:
         """z (N, S, D, C) to gate; messages (N, S, D, C) whose 0e block drives the gates."""
@@ -195,8 +170,7 @@ class SpatialGate(nn.Module):
         if not self.gated:
             return torch.stack(scalars, dim=1)
         gates = torch.sigmoid(self.gates(messages[:, 0, 0])).view(n, s, self.form.lmax, c)
-        degree = torch.cat([torch.full((2 * l + 1,), l - 1, dtype=torch.long) for l in range(1, self.form.lmax + 1)])
-        gated = z[:, :, 1:] * gates.index_select(2, degree.to(z.device))
+        gated = z[:, :, 1:] * gates.index_select(2, self.gate_of_component)
         return torch.cat((torch.stack(scalars, dim=1), gated), dim=2)
 
 
@@ -216,7 +190,8 @@ class ESCNConvolution(Interaction):
         self.layout = SO2Layout(input_form.lmax, settings.lmax, settings.mmax)
         hidden_form = FeatureForm.spherical(c, input_form.lmax, input_form.parities)
         self.linear_in = ChannelMap(input_form, hidden_form)
-        self.weight_sizes = self.layout.weight_sizes(input_form.parities, c)
+        self.weight_shapes = self.layout.weight_shapes(input_form.parities, c)
+        self.weight_sizes = [math.prod(shape) for shape in self.weight_shapes]
         self.radial_mlp = nn.Sequential(
             nn.Linear(settings.num_radial, settings.radial_hidden), nn.SiLU(),
             nn.Linear(settings.radial_hidden, sum(self.weight_sizes)),
@@ -224,9 +199,6 @@ class ESCNConvolution(Interaction):
         self.linear_out = ChannelMap(self.output_form, self.output_form)
         self.gate = SpatialGate(self.output_form)
         self.self_interaction = ChannelMap(input_form, self.output_form)
-        self.identity = input_form == self.output_form
-        self.embeds_input = not self.identity and input_form.channels == c and \
-            input_form.lmax <= settings.lmax and input_form.parities <= self.output_form.parities
 
     def radial_networks(self) -> list[RadialNetwork]:
         return [RadialNetwork(self.radial_mlp, self.num_radial)]
@@ -234,11 +206,7 @@ class ESCNConvolution(Interaction):
     def edge_weights(self, geometry: EdgeGeometry) -> list[torch.Tensor]:
         """[A_0, A_1, B_1, ...] per directed edge, each (D, S_in, C, n_out, n_in)."""
         flat = geometry.directed(geometry.pair_weights(self.radial_mlp, self.num_radial))
-        parities, c = self.input_form.parities, self.output_form.channels
-        shapes = []
-        for m, (n_in, n_out, *_) in enumerate(self.layout.orders):
-            shapes += [(parities, c, n_out, n_in)] * (1 if m == 0 else 2)
-        return [w.reshape(-1, *shape) for w, shape in zip(flat.split(self.weight_sizes, dim=1), shapes)]
+        return [w.reshape(-1, *shape) for w, shape in zip(flat.split(self.weight_sizes, dim=1), self.weight_shapes)]
 
     def forward(self, features: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:
         """features (N, S_in, D_in, C_in) of ``input_form`` -> (N, S, D, C) of ``output_form``."""
@@ -246,11 +214,8 @@ class ESCNConvolution(Interaction):
         messages = so2_convolution(h, self.edge_weights(geometry), geometry, self.layout,
                                    self.output_form.parities, self.inv_avg_neighbors)
         update = self.gate(self.linear_out(messages), messages) + self.self_interaction(features)
-        if self.identity:
-            return features + update
-        if self.embeds_input:
-            return place(features, self.input_form, self.output_form) + update
-        return update
+        skip = residual(features, self.input_form, self.output_form)
+        return update if skip is None else skip + update
 
 
 ESCN = Family(
