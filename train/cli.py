@@ -1,6 +1,7 @@
-"""Command line: ``molsym train CONFIG.yaml`` and ``molsym eval --model CKPT --data FILE``.
+"""Command line: ``molsym train CONFIG.yaml``, ``molsym eval --model CKPT --data FILE`` and
+``molsym export CKPT OUT`` (TorchScript for LAMMPS, ``molsym.export``).
 
-The CLI only parses arguments, reads the config and calls the loop or the evaluator.
+The CLI only parses arguments, reads the config and calls the loop, the evaluator or the exporter.
 """
 from __future__ import annotations
 
@@ -71,15 +72,35 @@ def _eval_parser(parser: argparse.ArgumentParser) -> None:
                         help="drop structures that also occur in these files (e.g. the training data)")
 
 
+def _export_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="checkpoint (best.pt, last.pt or molsym.save file)")
+    parser.add_argument("output", help="TorchScript file to write (pair_style molsym in LAMMPS reads it)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+
+
+def _run_export(args) -> int:
+    from molsym.checkpoint import load
+    from molsym.export import export
+
+    metadata = export(load(args.model), args.output, dtype=args.dtype)
+    print(f"wrote {args.output}: elements {' '.join(metadata['element_symbols'])}, cutoff {metadata['cutoff']} A, "
+          f"message_hops {metadata['message_hops']} (ghost atoms needed out to "
+          f"{metadata['message_hops'] * metadata['cutoff']:g} A), {metadata['dtype']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="molsym", description="Train and evaluate molsym potentials.")
     commands = parser.add_subparsers(dest="command", required=True)
     _train_parser(commands.add_parser("train", help="train a model from a YAML config"))
     _eval_parser(commands.add_parser("eval", help="metrics and parity plots of a checkpoint on labelled data"))
+    _export_parser(commands.add_parser("export", help="write a checkpoint as TorchScript for LAMMPS (pair_style molsym)"))
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
             return _run_train(args, parser)
+        if args.command == "export":
+            return _run_export(args)
         from molsym.train.evaluation_cli import run_eval
 
         return run_eval(args)

@@ -13,6 +13,9 @@ A family (:class:`Family`) is one file under ``molsym/nn/interactions/`` that de
 * ``embedding_form(settings) -> FeatureForm`` and ``embedding(settings, num_elements)``:
   element indices (N,) -> initial features of that form (used when the family's layer
   comes first);
+  the embedding module's class attribute ``message_hops`` (0 or 1) says whether it reads
+  neighbours: the receptive field is (layers + message_hops) x cutoff (``molsym.export``;
+  an embedding without it counts as 1);
 * ``interaction(settings, input_form)``: one message-passing layer
   (:class:`Interaction`), ``forward(features, geometry, graph) -> features``, with
   ``output_form``;

@@ -137,6 +137,8 @@ def from_e3nn_layout(x: torch.Tensor, blocks, form: FeatureForm) -> torch.Tensor
 class E3nnEmbedding(nn.Module):
     """Element embedding into the 0e block; every other degree starts at zero, (N, 1, D, C)."""
 
+    message_hops = 0  # reads no neighbour (molsym.export)
+
     def __init__(self, settings: E3nnSettings, num_elements: int):
         super().__init__()
         self.element_embedding = nn.Embedding(num_elements, settings.channels)

@@ -185,13 +185,22 @@ def aggregate(parts, weights: torch.Tensor, receivers: torch.Tensor, n: int,
     (k, chunk, C) temporaries stay small; the sums go into fresh accumulators.
     """
     c = weights.shape[-1]
-    step = max(1, _CHUNK_VALUES // c)
-    # split (not sliced per chunk): the backward of a split is one concatenation
-    weight_chunks = [w.split(step) for w in weights.unbind(1)]
-    value_chunks = None if senders is not None else [v.split(step, dim=1) for v in parts]
-    sender_chunks = None if senders is None else senders.split(step)
+    if torch.jit.is_tracing():
+        # a trace would freeze the example's number of chunks and drop the edges of any later
+        # chunk (molsym.export): one pass over all edges keeps the traced graph shape-generic
+        weight_chunks = [(w,) for w in weights.unbind(1)]
+        value_chunks = None if senders is not None else [(v,) for v in parts]
+        sender_chunks = None if senders is None else (senders,)
+        receiver_chunks = (receivers,)
+    else:
+        step = max(1, _CHUNK_VALUES // c)
+        # split (not sliced per chunk): the backward of a split is one concatenation
+        weight_chunks = [w.split(step) for w in weights.unbind(1)]
+        value_chunks = None if senders is not None else [v.split(step, dim=1) for v in parts]
+        sender_chunks = None if senders is None else senders.split(step)
+        receiver_chunks = receivers.split(step)
     out = [weights.new_zeros(k, n, c) for k in _SIZES]
-    for m, rec in enumerate(receivers.split(step)):
+    for m, rec in enumerate(receiver_chunks):
         for p in range(3):
             if senders is None:
                 values = value_chunks[p][m]
@@ -237,6 +246,8 @@ class TensorNetEmbedding(nn.Module):
     The pair factor pair_mix([z_i, z_j]) is read from an element-pair table (S, S, C)
     built once per forward from ``pair_mix`` (same parameters, same values).
     """
+
+    message_hops = 1  # it sums over neighbours: one hop of the receptive field (molsym.export)
 
     def __init__(self, settings: TensorNetSettings, num_elements: int):
         super().__init__()
