@@ -3,7 +3,9 @@
    Per step and MPI rank: the full neighbour lists of local and ghost atoms (within the
    model's cutoff) give the graph; a breadth-first search from the local atoms keeps the atoms
    within message_hops edges and the edges into atoms fewer than message_hops edges away, which
-   is all the local atomic energies depend on. The exported module returns the energy of the
+   is all the local atomic energies depend on. All periodic images of an atom are one node (edge
+   shifts carry the lattice vectors), so each rank's graph is a part of the periodic graph that
+   the ASE calculator builds, and on one rank all of it. The exported module returns the energy of the
    local atoms, forces on every atom of the graph (ghosts' forces are summed onto their owners
    by LAMMPS' reverse communication, so newton_pair must be on), per-atom energies and the
    virial W = -sum over edges r_ij (x) dE/dr_ij, added to LAMMPS' global virial. */
@@ -23,6 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <unordered_map>
 
 using namespace LAMMPS_NS;
 
@@ -129,6 +132,8 @@ void PairMolsym::init_style()
     error->all(FLERR, "pair_style molsym needs newton_pair on: forces on ghost atoms are summed onto their "
                "owners by reverse communication");
   if (model_path.empty()) error->all(FLERR, "pair_style molsym: no model loaded (pair_coeff * * MODEL.pt ...)");
+  if (atom->tag_enable == 0)
+    error->all(FLERR, "pair_style molsym needs atom IDs (atom_modify id yes): periodic images are recognised by them");
   neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
   // ghost atoms out to the receptive field, with room for the atoms' motion between neighbour list builds
   double needed = message_hops * cutoff + neighbor->skin;
@@ -148,6 +153,7 @@ double PairMolsym::init_one(int, int)
 void PairMolsym::build_graph(int nlocal, int nall)
 {
   double **x = atom->x;
+  tagint *tag = atom->tag;
   int *ilist = list->ilist;
   int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
@@ -158,16 +164,24 @@ void PairMolsym::build_graph(int nlocal, int nall)
   std::vector<int> row(nall, -1);
   for (int ii = 0; ii < nlist; ii++) row[ilist[ii]] = ii;
 
-  // breadth-first search from the local atoms over pairs within the cutoff
+  // every atom is one node however many periodic images of it this rank holds: the first image
+  // the search below reaches (the atom itself when local) stands for all, and an edge to another
+  // image carries the lattice vector between the two as its shift. On one rank the graph is the
+  // periodic one, with no ghost node; on several, each other rank's atom within reach is one node.
+  std::unordered_map<tagint, int> image_of_tag;
+  image_of_tag.reserve(2 * nlocal);
+  for (int i = 0; i < nlocal; i++) image_of_tag[tag[i]] = i;
+
+  // breadth-first search from the local atoms over pairs within the cutoff: the edges into atoms
+  // fewer than message_hops edges away, and the atoms they reach
   hop.assign(nall, -1);
   std::vector<int> frontier, next;
   for (int i = 0; i < nlocal; i++) {
     hop[i] = 0;
     frontier.push_back(i);
   }
-  centres.clear();
-  neighbours.clear();
-  std::vector<int> edge_atoms;    // (i, j) as LAMMPS indices, converted to nodes below
+  std::vector<int> edge_atoms;    // (i, image standing for j) as LAMMPS indices
+  shifts.clear();
   for (int depth = 0; depth < message_hops && !frontier.empty(); depth++) {
     next.clear();
     for (int i : frontier) {
@@ -178,14 +192,18 @@ void PairMolsym::build_graph(int nlocal, int nall)
       const int *jlist = firstneigh[r];
       for (int jj = 0; jj < numneigh[r]; jj++) {
         int j = jlist[jj] & NEIGHMASK;
-        double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-        if (dx * dx + dy * dy + dz * dz >= cut2) continue;
-        edge_atoms.push_back(i);
-        edge_atoms.push_back(j);
-        if (hop[j] < 0) {
-          hop[j] = depth + 1;
-          next.push_back(j);
+        double d[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
+        if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2] >= cut2) continue;
+        auto found = image_of_tag.emplace(tag[j], j);
+        int k = found.first->second;
+        if (found.second) {    // first image of this atom reached
+          hop[k] = depth + 1;
+          next.push_back(k);
         }
+        edge_atoms.push_back(i);
+        edge_atoms.push_back(k);
+        // r_ij = x[k] - x[i] + shift
+        for (int c = 0; c < 3; c++) shifts.push_back(x[j][c] - x[k][c]);
       }
     }
     frontier.swap(next);
@@ -239,7 +257,7 @@ void PairMolsym::compute(int eflag, int vflag)
     std::memcpy(edge_index[0].data_ptr<int64_t>(), centres.data(), nedges * sizeof(int64_t));
     std::memcpy(edge_index[1].data_ptr<int64_t>(), neighbours.data(), nedges * sizeof(int64_t));
   }
-  auto edge_shift = torch::zeros({nedges, 3}, dtype);
+  auto edge_shift = torch::from_blob(shifts.data(), {nedges, 3}, torch::kFloat64).to(dtype);
 
   std::vector<torch::jit::IValue> inputs{positions.to(dtype), species, edge_index, edge_shift,
                                          (int64_t) nlocal};

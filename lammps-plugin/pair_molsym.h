@@ -27,7 +27,8 @@ class PairMolsym : public Pair {
   void allocate();
   void load_model(const std::string &path);
   // atoms within message_hops edges of a local atom, local atoms first (the model sums the
-  // energies of the first nlocal atoms), and the edges into atoms fewer than message_hops away
+  // energies of the first nlocal atoms), and the edges into atoms fewer than message_hops away;
+  // periodic images of one atom are one node (edge shifts)
   void build_graph(int nlocal, int nall);
 
   torch::jit::Module model;
@@ -42,6 +43,7 @@ class PairMolsym : public Pair {
   std::vector<int> atom_of_node;           // LAMMPS index of each node of the graph
   std::vector<int> node_of_atom;           // node of each LAMMPS atom (-1: not in the graph)
   std::vector<int> hop;                    // hop distance from the local atoms (-1: beyond)
+  std::vector<double> shifts;              // (E, 3) lattice shifts of the edges, Å
   std::vector<int64_t> centres, neighbours;  // edges (i, j) as node indices: j is a neighbour of i
 };
 
