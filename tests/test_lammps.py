@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,9 +21,11 @@ from ase import units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
+import molsym
 from molsym.calculators import MolSymCalculator
 from molsym.export import export
-from molsym.lammps_io import BAR_PER_EV_A3, PLUGIN, ROOT, lammps_oriented, read_dump, run_lammps, write_data
+from molsym.lammps_io import (BAR_PER_EV_A3, PLUGIN, ROOT, environment_bin, lammps_env, lammps_oriented, read_dump,
+                               run_lammps, write_data)
 from conftest import bpa_frames, make_model, periodic_copper
 
 TOLERANCE = 1e-8
@@ -204,3 +207,21 @@ def test_nve_conserves_energy_as_ase_does(plugin, model_file, tmp_path, ranks):
     spread_lammps, spread_ase = np.ptp(lammps), np.ptp(reference)
     assert spread_lammps < 2.0 * spread_ase + 1e-4, (spread_lammps, spread_ase)
     assert spread_lammps < 1e-3 * len(atoms)  # well conserved in absolute terms too (eV)
+
+
+def test_example_prepares_and_runs_on_two_ranks(plugin, tmp_path):
+    """examples/lammps as its README runs it: prepare.py, then in.water under mpiexec -n 2 with the
+    lmp launcher of the environment (a few steps)."""
+    molsym.save(make_model("tensornet", cutoff=3.0), tmp_path / "model.ckpt")
+    run = tmp_path / "run"
+    prepared = subprocess.run([sys.executable, str(ROOT / "examples" / "lammps" / "prepare.py"), "--model",
+                               str(tmp_path / "model.ckpt"), "--output", str(run)],
+                              capture_output=True, text=True, timeout=300)
+    assert prepared.returncode == 0, prepared.stderr
+    assert "192 atoms" in prepared.stdout
+    command = [str(environment_bin() / "mpiexec"), "-n", "2", str(environment_bin() / "lmp"), "-in",
+               str(ROOT / "examples" / "lammps" / "in.water"), "-var", "plugin", str(plugin), "-var", "steps", "10",
+               "-log", "none"]
+    result = subprocess.run(command, cwd=run, env=lammps_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "Loop time" in result.stdout and "on 2 procs for 10 steps with 192 atoms" in result.stdout
