@@ -16,7 +16,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from ase import units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
@@ -130,6 +129,19 @@ def test_periodic_system_matches_ase(plugin, model_file, tmp_path, system, ranks
         _REFERENCES[system] = ase_reference(model, atoms)
     lammps = lammps_single_point(plugin, path, atoms, tmp_path, ranks, processors)
     assert_matches(lammps, _REFERENCES[system], f"{system} on {ranks} rank(s)")
+
+
+def test_float32_export(plugin, tmp_path):
+    """A float32 export runs in float32 inside LAMMPS: forces within float32 rounding of ASE's float64."""
+    model = make_model("tensornet", cutoff=3.0)
+    export(model, tmp_path / "model32.pt", dtype="float32")
+    atoms = lammps_oriented(SYSTEMS["copper"]())
+    energy, _, forces, virial = lammps_single_point(plugin, tmp_path / "model32.pt", atoms, tmp_path, ranks=2)
+    reference = ase_reference(model, atoms)
+    scale = np.abs(reference[2]).max()
+    assert np.abs(forces - reference[2]).max() < 1e-4 * max(1.0, scale)
+    assert 1e-12 < np.abs(forces - reference[2]).max()  # it did run in float32
+    assert abs(energy - reference[0]) < 1e-6 * max(1.0, abs(reference[0])) * len(atoms)
 
 
 def test_molecule_in_a_large_box(plugin, model_file, tmp_path):
