@@ -3,12 +3,15 @@
    Per step and MPI rank: the full neighbour lists of local and ghost atoms (within the
    model's cutoff) give the graph; a breadth-first search from the local atoms keeps the atoms
    within message_hops edges and the edges into atoms fewer than message_hops edges away, which
-   is all the local atomic energies depend on. All periodic images of an atom are one node (edge
-   shifts carry the lattice vectors), so each rank's graph is a part of the periodic graph that
-   the ASE calculator builds, and on one rank all of it. The exported module returns the energy of the
-   local atoms, forces on every atom of the graph (ghosts' forces are summed onto their owners
-   by LAMMPS' reverse communication, so newton_pair must be on), per-atom energies and the
-   virial W = -sum over edges r_ij (x) dE/dr_ij, added to LAMMPS' global virial. */
+   is all the local atomic energies depend on, plus the reverses of the edges that reach the
+   outermost atoms (messages into those atoms, which no local energy depends on), so that every
+   edge has its reverse and the model evaluates its radial networks once per pair. All periodic
+   images of an atom are one node (edge shifts carry the lattice vectors), so each rank's graph
+   is a part of the periodic graph that the ASE calculator builds, and on one rank all of it.
+   The exported module returns the energy of the local atoms, forces on every atom of the graph
+   (ghosts' forces are summed onto their owners by LAMMPS' reverse communication, so newton_pair
+   must be on), per-atom energies and the virial W = -sum over edges r_ij (x) dE/dr_ij, added to
+   LAMMPS' global virial. */
 #include "pair_molsym.h"
 
 #include "atom.h"
@@ -28,6 +31,17 @@
 #include <unordered_map>
 
 using namespace LAMMPS_NS;
+
+// whether a lattice shift comes first of the pair (s, -s) in lexicographic order (components below
+// 1e-8 A count as zero)
+static bool positive(const double *s)
+{
+  for (int c = 0; c < 3; c++) {
+    if (s[c] > 1e-8) return true;
+    if (s[c] < -1e-8) return false;
+  }
+  return false;
+}
 
 // the first line of a LibTorch error (the rest is a TorchScript stack trace)
 static std::string first_line(const char *text)
@@ -200,10 +214,17 @@ void PairMolsym::build_graph(int nlocal, int nall)
           hop[k] = depth + 1;
           next.push_back(k);
         }
+        // r_ik = x[k] - x[i] + shift
+        double shift[3] = {x[j][0] - x[k][0], x[j][1] - x[k][1], x[j][2] - x[k][2]};
+        // edges go in reverse pairs (the model then evaluates radial networks once per pair); when k
+        // has a neighbour list too, the pair is written from one end only
+        if (hop[k] < message_hops && (k < i || (k == i && !positive(shift)))) continue;
         edge_atoms.push_back(i);
         edge_atoms.push_back(k);
-        // r_ij = x[k] - x[i] + shift
-        for (int c = 0; c < 3; c++) shifts.push_back(x[j][c] - x[k][c]);
+        for (int c = 0; c < 3; c++) shifts.push_back(shift[c]);
+        edge_atoms.push_back(k);
+        edge_atoms.push_back(i);
+        for (int c = 0; c < 3; c++) shifts.push_back(-shift[c]);
       }
     }
     frontier.swap(next);
@@ -260,7 +281,7 @@ void PairMolsym::compute(int eflag, int vflag)
   auto edge_shift = torch::from_blob(shifts.data(), {nedges, 3}, torch::kFloat64).to(dtype);
 
   std::vector<torch::jit::IValue> inputs{positions.to(dtype), species, edge_index, edge_shift,
-                                         (int64_t) nlocal};
+                                         (int64_t) nlocal, true};
   c10::intrusive_ptr<c10::ivalue::Tuple> out;
   {
     torch::jit::GraphOptimizerEnabledGuard no_optimisation(false);

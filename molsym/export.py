@@ -1,7 +1,7 @@
 """Export a Potential to a self-contained TorchScript file for C++ hosts (the LAMMPS pair style).
 
 ``molsym export MODEL.pt OUT.pt`` (or :func:`export`) writes one TorchScript module whose
-``forward(positions, species, edge_index, edge_shift, nlocal)`` returns
+``forward(positions, species, edge_index, edge_shift, nlocal, paired=False)`` returns
 
 * ``energy``: () the sum of the atomic energies of the first ``nlocal`` atoms only (eV);
 * ``energies``: (N,) atomic energies of all N atoms (eV; only the first ``nlocal`` are complete
@@ -14,7 +14,10 @@
 Inputs: positions (N, 3) Å in the model's dtype; species (N,) int64 indices into the model's
 element list (``elements``); edge_index (2, E) int64 directed edges (i, j), j a neighbour of i
 within ``cutoff``, both directions of every pair among the atoms given (ghosts included);
-edge_shift (E, 3) Å, added to pos[j] - pos[i] (zeros when ghosts are explicit images).
+edge_shift (E, 3) Å, added to pos[j] - pos[i] (zeros when ghosts are explicit images);
+paired: the edges come in consecutive reverse pairs (edge 2p + 1 is edge 2p reversed, with the
+negated shift; checked), so that everything that depends on |r_ij| only (radial basis and the
+radial networks, most of TensorNet's cost) is evaluated once per pair, as the eager model does.
 
 Why TorchScript rather than an AOTInductor package: a LAMMPS domain changes its atom and
 edge counts every step, and the host needs forces, i.e. autograd, from C++. A TorchScript
@@ -68,12 +71,16 @@ def message_hops(model) -> int:
 
 class AtomicEnergies(nn.Module):
     """Atomic energies (N,) eV of a Potential from (positions (N, 3) Å, species (N,) int64,
-    edge_index (2, E) int64, edge_shift (E, 3) Å), one structure, geometry on every directed
-    edge. The function that :func:`export` traces."""
+    edge_index (2, E) int64, edge_shift (E, 3) Å), one structure. The function that :func:`export`
+    traces, twice: ``paired=False`` evaluates the geometry and radial networks on every directed
+    edge (any edge list); ``paired=True`` takes edges in consecutive reverse pairs (edge 2p + 1 is
+    edge 2p reversed, with the negated shift) and evaluates them once per pair, as the eager model
+    does on the symmetric lists of ``molsym.data``."""
 
-    def __init__(self, model):
+    def __init__(self, model, paired: bool = False):
         super().__init__()
         self.model = model
+        self.paired = paired
 
     def forward(self, positions, species, edge_index, edge_shift):
         model = self.model
@@ -82,17 +89,23 @@ class AtomicEnergies(nn.Module):
             K.BATCH: torch.zeros_like(species), K.CELL: positions.new_zeros(1, 3, 3),
             K.ATOMIC_NUMBERS: model.z_of_species.index_select(0, species),
         }
-        geometry = model.geometry(graph, PairRows(None, None, None))
+        if self.paired:
+            edges = torch.arange(edge_index.size(1), device=edge_index.device)
+            rows = PairRows(edges[0::2], torch.div(edges, 2, rounding_mode="floor"), edges.remainder(2) == 1)
+        else:
+            rows = PairRows(None, None, None)
+        geometry = model.geometry(graph, rows)
         return model.evaluate(species, geometry, graph)[K.ATOMIC_ENERGIES]
 
 
 class ExportedPotential(nn.Module):
     """The scripted module of an export file (see the module docstring for ``forward``)."""
 
-    def __init__(self, atomic_energies: torch.jit.ScriptModule, elements: List[int], cutoff: float, hops: int,
-                 dtype: str, version: str):
+    def __init__(self, atomic_energies: torch.jit.ScriptModule, paired_energies: torch.jit.ScriptModule,
+                 elements: List[int], cutoff: float, hops: int, dtype: str, version: str):
         super().__init__()
         self.atomic_energies = atomic_energies
+        self.paired_energies = paired_energies
         self.elements: List[int] = list(elements)
         self.element_symbols: List[str] = [chemical_symbols[z] for z in elements]
         self.cutoff: float = float(cutoff)
@@ -101,7 +114,8 @@ class ExportedPotential(nn.Module):
         self.molsym_version: str = version
 
     def forward(self, positions: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
-                edge_shift: torch.Tensor, nlocal: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                edge_shift: torch.Tensor, nlocal: int,
+                paired: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         n = positions.size(0)
         if positions.dim() != 2 or positions.size(1) != 3:
             raise ValueError("positions must have shape (N, 3)")
@@ -117,9 +131,20 @@ class ExportedPotential(nn.Module):
             raise ValueError("species indices must lie in 0..len(elements)-1")
         if edge_index.size(1) > 0 and (int(edge_index.min()) < 0 or int(edge_index.max()) >= n):
             raise ValueError("edge_index refers to an atom outside 0..N-1")
+        if paired:
+            ok = edge_index.size(1) % 2 == 0
+            if ok:
+                ok = bool(torch.equal(edge_index[:, 1::2], edge_index[:, 0::2].flip(0))) and \
+                    bool(torch.equal(edge_shift[1::2], -edge_shift[0::2]))
+            if not ok:
+                raise ValueError("paired=True needs edges in consecutive reverse pairs: edge 2p + 1 = edge 2p "
+                                 "reversed, with the negated shift")
         positions = positions.detach().requires_grad_(True)
         edge_shift = edge_shift.detach().requires_grad_(True)
-        atomic = self.atomic_energies(positions, species, edge_index, edge_shift)
+        if paired:
+            atomic = self.paired_energies(positions, species, edge_index, edge_shift)
+        else:
+            atomic = self.atomic_energies(positions, species, edge_index, edge_shift)
         energy = atomic[:nlocal].sum()
         forces = torch.zeros_like(positions)
         virial = positions.new_zeros(3, 3)
@@ -150,14 +175,15 @@ def export(model, path: str | os.PathLike, dtype="float64") -> dict:
     torch_dtype = resolve_dtype(dtype)
     dtype_name = "float64" if torch_dtype == torch.float64 else "float32"
     frozen = frozen_copy(model, torch.device("cpu"), torch_dtype)
-    wrapper = AtomicEnergies(frozen)
+    wrapper, paired_wrapper = AtomicEnergies(frozen), AtomicEnergies(frozen, paired=True)
     example = example_inputs(frozen.elements, frozen.cutoff, torch_dtype, copies=2, seed=0)
     with _quiet_jit():
         # the tracer warns about every Python value it reads off a tensor; those it meets here are
         # fixed sizes (channels, degrees, parities), and the check below catches any that is not
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(wrapper, example, check_trace=False)
-        scripted = _script(ExportedPotential(traced, frozen.elements, frozen.cutoff, message_hops(frozen),
+        traced_paired = torch.jit.trace(paired_wrapper, example, check_trace=False)
+        scripted = _script(ExportedPotential(traced, traced_paired, frozen.elements, frozen.cutoff, message_hops(frozen),
                                              dtype_name, __version__))
     _check_against_eager(scripted, wrapper, frozen, torch_dtype)
     metadata = {"elements": frozen.elements, "element_symbols": [chemical_symbols[z] for z in frozen.elements],
@@ -183,7 +209,8 @@ def _quiet_jit():
 
 def example_inputs(elements: list[int], cutoff: float, dtype: torch.dtype, copies: int, seed: int):
     """A small cluster with ``copies`` atoms of every element on a jittered grid of 1.3 Å spacing:
-    (positions, species, edge_index, edge_shift) with every directed pair closer than ``cutoff``."""
+    (positions, species, edge_index, edge_shift) with every directed pair closer than ``cutoff``,
+    in consecutive reverse pairs."""
     species = np.repeat(np.arange(len(elements)), copies)
     rng = np.random.default_rng(seed)
     rng.shuffle(species)
@@ -191,7 +218,8 @@ def example_inputs(elements: list[int], cutoff: float, dtype: torch.dtype, copie
     grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), -1).reshape(-1, 3)[:len(species)]
     positions = 1.3 * grid + 0.15 * rng.uniform(-1, 1, (len(species), 3))
     distance = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    i, j = np.nonzero((distance < cutoff) & ~np.eye(len(species), dtype=bool))
+    i, j = np.nonzero(np.triu(distance < cutoff, k=1))
+    i, j = np.stack((i, j), 1).reshape(-1), np.stack((j, i), 1).reshape(-1)  # reverse pairs, consecutive
     return (torch.tensor(positions, dtype=dtype), torch.tensor(species, dtype=torch.long),
             torch.tensor(np.stack((i, j)), dtype=torch.long), torch.zeros(len(i), 3, dtype=dtype))
 
@@ -201,8 +229,13 @@ def _check_against_eager(scripted, wrapper: AtomicEnergies, model, dtype: torch.
     other atom and edge counts than the traced example; RuntimeError if they differ."""
     positions, species, edge_index, edge_shift = example_inputs(model.elements, model.cutoff, dtype, copies=3, seed=1)
     nlocal = max(1, len(species) - 2)
-    with optimisation_disabled():
-        energy, atomic, forces, _ = scripted(positions, species, edge_index, edge_shift, nlocal)
+    for paired in (False, True):
+        with optimisation_disabled():
+            _, atomic, forces, _ = scripted(positions, species, edge_index, edge_shift, nlocal, paired)
+        _compare(atomic, forces, wrapper, positions, species, edge_index, edge_shift, nlocal, dtype)
+
+
+def _compare(atomic, forces, wrapper, positions, species, edge_index, edge_shift, nlocal, dtype) -> None:
     with torch.enable_grad():
         pos = positions.clone().requires_grad_(True)
         reference = wrapper(pos, species, edge_index, edge_shift)
@@ -238,7 +271,7 @@ def _atomic_write(module, path, extra_files: dict) -> None:
 
 
 class ExportedModel:
-    """An export file loaded in Python: ``model(positions, species, edge_index, edge_shift, nlocal)``
+    """An export file loaded in Python: ``model(positions, species, edge_index, edge_shift, nlocal, paired)``
     -> (energy, energies, forces, virial) as in the module docstring, run without TorchScript's
     optimising executor. ``metadata``: the dict stored with the file; ``module``: the
     ``torch.jit.ScriptModule``."""
@@ -246,9 +279,9 @@ class ExportedModel:
     def __init__(self, module, metadata: dict):
         self.module, self.metadata = module, metadata
 
-    def __call__(self, positions, species, edge_index, edge_shift, nlocal: int):
+    def __call__(self, positions, species, edge_index, edge_shift, nlocal: int, paired: bool = False):
         with optimisation_disabled():
-            return self.module(positions, species, edge_index, edge_shift, int(nlocal))
+            return self.module(positions, species, edge_index, edge_shift, int(nlocal), bool(paired))
 
 
 def load_exported(path: str | os.PathLike) -> ExportedModel:

@@ -21,6 +21,7 @@ from molsym.data import keys as K
 from molsym.data.neighbours import neighbour_list
 from molsym.export import METADATA_FILE, export, load_exported, message_hops, optimisation_disabled
 from molsym.models.derivatives import energy_forces_stress
+from molsym.nn.geometry import reverse_edges
 from molsym.nn.interactions import tensornet
 from molsym.train.cli import main as cli_main
 from conftest import MODEL_CONFIGS, bpa_frames, make_model, periodic_copper
@@ -47,10 +48,25 @@ def exported(tmp_path_factory):
     return get
 
 
-def run(module, graph_or_inputs, nlocal):
-    """(energy, energies, forces, virial) of the loaded module, optimising executor off."""
+def run(module, graph_or_inputs, nlocal, paired=False):
+    """(energy, energies, forces, virial) of the loaded module, optimising executor off; with
+    ``paired`` the edges are first put in consecutive reverse pairs."""
+    if paired:
+        graph_or_inputs = in_reverse_pairs(*graph_or_inputs)
     with optimisation_disabled():
-        return [t.detach() for t in module(*graph_or_inputs, nlocal)]
+        return [t.detach() for t in module(*graph_or_inputs, nlocal, paired)]
+
+
+def in_reverse_pairs(positions, species, edge_index, edge_shift):
+    """The same inputs with the edges reordered so that edge 2p + 1 is edge 2p reversed."""
+    reverse = reverse_edges(edge_index, edge_shift)
+    assert reverse is not None, "the edge list is not symmetric"
+    first = torch.nonzero(torch.arange(len(reverse)) < reverse).squeeze(-1)
+    order = torch.stack((first, reverse[first]), 1).reshape(-1)
+    return positions, species, edge_index[:, order], edge_shift[order]
+
+
+PAIRED = pytest.mark.parametrize("paired", [False, True], ids=["directed", "paired"])
 
 
 def inputs(model, graph):
@@ -72,11 +88,12 @@ def partial_reference(model, graph, nlocal):
     return energy.detach(), atomic.detach(), -gradient
 
 
+@PAIRED
 @pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
-def test_molecule_all_atoms_local(exported, name):
+def test_molecule_all_atoms_local(exported, name, paired):
     model, module = exported(name)
     graph = molsym.from_ase(bpa_frames(1)[0], model.cutoff)
-    energy, atomic, forces, virial = run(module, inputs(model, graph), graph[K.POSITIONS].shape[0])
+    energy, atomic, forces, virial = run(module, inputs(model, graph), graph[K.POSITIONS].shape[0], paired)
     reference = energy_forces_stress(model, graph)
     assert_close(energy, reference[K.ENERGY][0], "energy")
     assert_close(atomic, reference[K.ATOMIC_ENERGIES], "atomic energies")
@@ -85,13 +102,14 @@ def test_molecule_all_atoms_local(exported, name):
     assert_close(virial, graph[K.POSITIONS].T @ reference[K.FORCES].detach(), "virial")
 
 
+@PAIRED
 @pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
-def test_molecule_with_ghost_atoms(exported, name):
+def test_molecule_with_ghost_atoms(exported, name, paired):
     """The last atoms play ghosts: their energies are left out, forces on them are kept."""
     model, module = exported(name)
     graph = molsym.from_ase(bpa_frames(1)[0], model.cutoff)
     nlocal = graph[K.POSITIONS].shape[0] - 7
-    energy, atomic, forces, _ = run(module, inputs(model, graph), nlocal)
+    energy, atomic, forces, _ = run(module, inputs(model, graph), nlocal, paired)
     ref_energy, ref_atomic, ref_forces = partial_reference(model, graph, nlocal)
     assert_close(energy, ref_energy, "local energy")
     assert_close(atomic, ref_atomic, "atomic energies")
@@ -106,12 +124,13 @@ def crystal_reference(model, crystal):
     return graph, reference, -volume * reference[K.STRESS][0].detach()
 
 
+@PAIRED
 @pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
-def test_periodic_copper_through_shifts(exported, name):
+def test_periodic_copper_through_shifts(exported, name, paired):
     model, module = exported(name)
     crystal = periodic_copper(repeat=1, shear=0.1)
     graph, reference, virial_reference = crystal_reference(model, crystal)
-    energy, atomic, forces, virial = run(module, inputs(model, graph), len(crystal))
+    energy, atomic, forces, virial = run(module, inputs(model, graph), len(crystal), paired)
     assert_close(energy, reference[K.ENERGY][0], "energy")
     assert_close(atomic, reference[K.ATOMIC_ENERGIES], "atomic energies")
     assert_close(forces, reference[K.FORCES], "forces")
@@ -135,8 +154,9 @@ def ghost_images(crystal, radius):
     return images[keep], crystal.numbers[owners[keep]], owners[keep]
 
 
+@PAIRED
 @pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
-def test_periodic_copper_with_ghost_images(exported, name):
+def test_periodic_copper_with_ghost_images(exported, name, paired):
     """Ghosts out to message_hops x cutoff, an open-boundary edge list among all atoms (edges
     among ghosts included): the local energy, folded forces and virial are the periodic ones."""
     model, module = exported(name)
@@ -150,7 +170,7 @@ def test_periodic_copper_with_ghost_images(exported, name):
     assert len(positions) > 4 * n  # ghosts outnumber the atoms of the cell
     energy, atomic, forces, virial = run(
         module, (torch.tensor(positions), model.species(torch.tensor(numbers)), torch.from_numpy(edge_index),
-                 torch.tensor(edge_shift)), n)
+                 torch.tensor(edge_shift)), n, paired)
     folded = torch.zeros(n, 3, dtype=forces.dtype).index_add(0, torch.from_numpy(owners), forces)
     assert_close(energy, reference[K.ENERGY][0], "energy")
     assert_close(atomic[:n], reference[K.ATOMIC_ENERGIES], "local atomic energies")
@@ -190,10 +210,11 @@ def test_traced_aggregation_keeps_every_edge_chunk(tmp_path, monkeypatch):
     module = torch.jit.load(str(tmp_path / "chunked.pt"))
     graph = molsym.from_ase(periodic_copper(), model.cutoff)
     assert graph[K.EDGE_INDEX].shape[1] > 1000
-    energy, atomic, forces, _ = run(module, inputs(model, graph), graph[K.POSITIONS].shape[0])
     reference = energy_forces_stress(model, graph)
-    assert_close(atomic, reference[K.ATOMIC_ENERGIES], "atomic energies")
-    assert_close(forces, reference[K.FORCES], "forces")
+    for paired in (False, True):
+        energy, atomic, forces, _ = run(module, inputs(model, graph), graph[K.POSITIONS].shape[0], paired)
+        assert_close(atomic, reference[K.ATOMIC_ENERGIES], "atomic energies")
+        assert_close(forces, reference[K.FORCES], "forces")
 
 
 def test_metadata_and_float32(tmp_path):
@@ -230,6 +251,10 @@ def test_no_edges_and_bad_inputs(exported):
         run(module, (positions, torch.tensor([0, 5]), *empty), 2)
     with pytest.raises(Exception, match="nlocal"):
         run(module, (positions, species, *empty), 3)
+    unpaired = (torch.tensor([[0, 1, 1], [1, 0, 0]]), torch.zeros(3, 3, dtype=torch.float64))
+    with pytest.raises(Exception, match="consecutive reverse pairs"):
+        with optimisation_disabled():
+            module(positions, species, *unpaired, 2, True)
 
 
 def test_cli_export(tmp_path, capsys):
