@@ -82,11 +82,13 @@ def search(model, atoms, hessian: str = "autograd", *, fmax: float = 0.01, steps
     Hessian) or "head" (the model's Hessian head), recomputed every ``refresh`` steps (None: at the
     start only; Sella's quasi-Newton updates in between). Returns converged, force_calls,
     hessian_calls, steps, max_force (eV/Å), negative (negative eigenvalues of the exact Hessian
-    at the end), first_order (converged with exactly one), energy (eV), imaginary frequency.
+    at the end), first_order (converged with exactly one), energy (eV), imaginary frequency; a
+    search that moves atoms onto each other returns converged False and the error as ``failed``.
     """
     from sella import Sella
 
     from molsym.calculators import MolSymCalculator
+    from molsym.data.structure_checks import StructureError
 
     if hessian not in HESSIANS:
         raise ValueError(f"hessian must be one of {list(HESSIANS)}, got {hessian!r}")
@@ -107,6 +109,10 @@ def search(model, atoms, hessian: str = "autograd", *, fmax: float = 0.01, steps
         os.chdir(tmp)  # Sella may write files next to the working directory
         try:
             converged = bool(optimizer.run(fmax=fmax, steps=steps))
+        except StructureError as error:  # the search walked atoms onto each other: a failed search
+            return {"hessian": hessian, "converged": False, "force_calls": counter.count,
+                    "hessian_calls": hessian_calls[0], "steps": int(optimizer.nsteps), "first_order": False,
+                    "failed": str(error)}
         finally:
             os.chdir(cwd)
     force_calls = counter.count
