@@ -3,18 +3,21 @@
 Sella (https://github.com/zadorlab/sella) follows the lowest Hessian eigenmode uphill (order=1)
 to a first-order saddle. Without a Hessian it builds its curvature information from Davidson
 iterations of finite-difference force calls; given ``hessian_function`` it uses the exact
-Hessian instead (the model's autograd Hessian, or its Hessian head) at the start and whenever it
-would re-diagonalise. This script compares both from the same start and checks what was found:
+Hessian instead (the model's autograd Hessian, or its Hessian head) at the start and every
+``--refresh`` steps (Sella's ``diag_every_n``), with quasi-Newton updates in between. This script compares both from the same start and checks what was found:
 a first-order saddle of the model's surface has max |F| < fmax and exactly one negative
 eigenvalue of the exact, projected (``molsym.analysis.vibrations``) Hessian.
 
     OMP_NUM_THREADS=1 .venv/bin/python examples/ts_search/ts_search.py --seeds 0 1 2 3 4
     OMP_NUM_THREADS=1 .venv/bin/python examples/ts_search/ts_search.py --checkpoint runs/horm/plain/model.pt \\
         --horm ../shared/data/horm_sample100/sample_100_DERIVED.npz --molecules 3 17 --hessians none autograd head
+    OMP_NUM_THREADS=1 .venv/bin/python examples/ts_search/ts_search.py --checkpoint runs/distill/student.pt \\
+        --starts ../shared/data/3bpa/train_mixedT.xyz --molecules 0 1 2 --hessians none autograd head
 
 Default systems: per seed, a random TensorNet (weights of that seed) and ethanol rattled by
-0.1 Å (same seed), the same start for every method; ``--checkpoint``/``--horm``: a trained model started from
-HORM (Transition1x) geometries, which lie near the reference method's transition states.
+0.1 Å (same seed), the same start for every method; ``--checkpoint`` with ``--horm``: a trained
+model started from HORM (Transition1x) geometries, which lie near the reference method's
+transition states, or with ``--starts``: from frames of any structure file.
 """
 from __future__ import annotations
 
@@ -133,7 +136,8 @@ def main() -> None:
     parser.add_argument("--hessians", nargs="+", choices=HESSIANS, default=["none", "autograd"])
     parser.add_argument("--checkpoint", default=None, help="a trained model (molsym.save); default random models")
     parser.add_argument("--horm", default=None, help="HORM .npz: start from its molecules (with --checkpoint)")
-    parser.add_argument("--molecules", type=int, nargs="+", default=[0], help="HORM molecule indices")
+    parser.add_argument("--starts", default=None, help="or any file ase.io.read takes (with --checkpoint)")
+    parser.add_argument("--molecules", type=int, nargs="+", default=[0], help="indices of the start structures")
     parser.add_argument("--fmax", type=float, default=0.01)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--refresh", type=int, default=3, help="recompute the model's Hessian every this many steps")
@@ -146,9 +150,14 @@ def main() -> None:
         from molsym.data.readers.horm import read_horm_npz
 
         model = molsym.load(args.checkpoint).double()
-        if args.horm is None:
-            parser.error("--checkpoint needs --horm (the start geometries)")
-        starts = [(f"horm {s.meta['index']}", s.atoms) for s in read_horm_npz(args.horm, args.molecules)]
+        if args.horm:
+            starts = [(f"horm {s.meta['index']}", s.atoms) for s in read_horm_npz(args.horm, args.molecules)]
+        elif args.starts:
+            import ase.io
+
+            starts = [(f"frame {i}", ase.io.read(args.starts, index=i)) for i in args.molecules]
+        else:
+            parser.error("--checkpoint needs --horm or --starts (the start geometries)")
         cases = [(label, model, atoms) for label, atoms in starts]
     else:
         cases = [(f"seed {seed}", random_model(seed), start_geometry(seed)) for seed in args.seeds]
