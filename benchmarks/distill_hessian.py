@@ -10,7 +10,7 @@ Run from the repository root (one thread, about 15 minutes in all):
 2. Labels: the teacher's exact autograd Hessians (float64) of --train frames of train_300K.xyz and
    --test frames of train_mixedT.xyz (300-1200 K structures, none of them seen by the head).
 3. Student: the teacher's backbone, frozen, with a Hessian head (16 channels, cutoff 4.5 Å)
-   whose parameters alone are trained on the MSE of every Hessian entry (AdamW 5e-3, batch 4,
+   whose parameters alone are trained on the MSE of every Hessian entry (AdamW 5e-3, --batch,
    cosine over --epochs, stopped at --head-minutes).
 
 Reported on the held-out frames: MAE of the head against the teacher's Hessian (eV/Å²), the
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--train", type=int, default=60)
     parser.add_argument("--test", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=4, help="structures per step")
     parser.add_argument("--output", default=str(ROOT / "runs" / "distill"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -93,15 +94,15 @@ def main() -> None:
         p.requires_grad_(name.startswith("heads."))
     graphs = [molsym.from_ase(a, student.cutoff, torch.float64) for a in train_frames]
     optimizer = torch.optim.AdamW(head_params, lr=5e-3, weight_decay=5e-7, amsgrad=True)
-    steps = math.ceil(len(graphs) / 4)
+    steps = math.ceil(len(graphs) / args.batch)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs * steps, eta_min=1e-5)
     generator = torch.Generator().manual_seed(0)
     started, log = time.perf_counter(), []
     for epoch in range(args.epochs):
         order = torch.randperm(len(graphs), generator=generator).tolist()
         total = 0.0
-        for first in range(0, len(order), 4):
-            ids = order[first:first + 4]
+        for first in range(0, len(order), args.batch):
+            ids = order[first:first + args.batch]
             batch = collate([graphs[i] for i in ids])
             predicted = student(batch, heads=("hessian",))["hessian"]
             target = torch.block_diag(*[train_h[i] for i in ids])
@@ -130,7 +131,7 @@ def main() -> None:
     with torch.no_grad():
         for graph, reference in zip(graphs, train_h):
             train_errors.append((student(graph, heads=("hessian",))["hessian"] - reference).abs().flatten().numpy())
-    result = {"train_frames": args.train, "test_frames": args.test, "epochs": len(log),
+    result = {"train_frames": args.train, "test_frames": args.test, "epochs": len(log), "batch": args.batch,
               "head_seconds": log[-1]["seconds"], "label_seconds": label_seconds,
               "head_mae_ev_a2_test": float(np.concatenate(errors).mean()),
               "head_mae_ev_a2_train": float(np.concatenate(train_errors).mean()),
