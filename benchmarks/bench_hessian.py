@@ -2,26 +2,38 @@
 
 Run from the repository root:
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_hessian.py [--sizes 10 27 108] [--device cpu]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_hessian.py [--sizes 10 27 100 300] [--device cpu]
 
 Systems (deterministic): acetone (10 atoms, ``ase.build.molecule("CH3COCH3")``), the 27-atom
-3BPA molecule (first frame of 3BPA train_300K.xyz), and k copies of 3BPA (frames 0..k-1) on a
-grid 9 Å apart (108 = 4 copies, 297 = 11 copies). Models, random weights (seed 0), frozen:
-TensorNet (128 channels, 2 layers) and e3nn (32 channels, lmax 2, 2 layers), both cutoff
-4.5 Å, each with a Hessian head (16 channels, cutoff 4.5 Å).
+3BPA molecule (first frame of 3BPA train_300K.xyz), and N > 27 atoms: ceil(N / 27) copies of
+3BPA (frames 0, 1, ...) on a grid 9 Å apart, the last copy cut to the first atoms of its frame
+so that there are exactly N (100 = 3 copies + 19 atoms, 300 = 11 copies + 3 atoms). Models,
+random weights (seed 0), frozen: TensorNet (128 channels, 2 layers), e3nn (32 channels, lmax 2,
+2 layers) and eSCN (32 channels, lmax 2, mmax 2, 2 layers), all cutoff 4.5 Å, each with a
+Hessian head (16 channels, cutoff 4.5 Å).
 
 Each (family, dtype, system, method) runs in a fresh process so that its peak memory is its own:
-the model and graph are built, one call warms up, then ``--repeats`` calls are timed (median).
+the model and graph are built, one call warms up (``--no-autograd-warmup``: none for the autograd rows),
+then ``--repeats`` calls are timed (median).
 Columns: seconds per Hessian; peak memory: the process's maximum resident set minus the
 resident set after building the model (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA).
 ``autograd`` is ``molsym.models.derivatives.hessian`` (vector-Hessian products batched by vmap,
 32 rows per chunk); ``head`` is ``model(graph, heads=("hessian",))`` under
 ``torch.no_grad``.
+
+``--autograd-chunks K`` (for large N, where one exact Hessian takes many minutes on CPU): the
+autograd call is timed in its two parts, the forward pass with the gradient's graph and K of
+the ceil(3N / 32) batched backward passes, and its time is reported as
+forward + (K passes) x ceil(3N / 32) / K; every pass has the same graph and 32 rows (the last
+one fewer, so this is an upper bound), so the estimate is the full call's time up to noise. The
+row says ``"extrapolated": true`` and how many passes were timed; its peak memory is measured
+(memory does not grow with the number of passes).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -34,7 +46,9 @@ sys.path.insert(0, str(HERE))
 FAMILIES = {
     "tensornet": {"family": "tensornet", "channels": 128, "layers": 2},
     "e3nn": {"family": "e3nn", "channels": 32, "layers": 2, "lmax": 2},
+    "escn": {"family": "escn", "channels": 32, "layers": 2, "lmax": 2, "mmax": 2},
 }
+CHUNK = 32
 HEAD = {"hessian": {"channels": 16}}
 
 
@@ -46,16 +60,16 @@ def system(size: int):
 
     if size == 10:
         return molecule("CH3COCH3")
-    if size % 27:
-        raise ValueError(f"sizes are 10 or multiples of 27 (copies of 3BPA), got {size}")
-    frames = bpa_frames(size // 27)
+    if size < 27:
+        raise ValueError(f"sizes are 10 or at least 27 (copies of 3BPA), got {size}")
+    frames = bpa_frames(-(-size // 27))
     atoms = frames[0].copy()
     atoms.positions -= atoms.positions.mean(0)
     for k, frame in enumerate(frames[1:], start=1):
         other = frame.copy()
         other.positions += -other.positions.mean(0) + np.array([(k % 4) * 9.0, (k // 4) * 9.0, 0.0])
         atoms += other
-    return atoms
+    return atoms[:size]
 
 
 def _rss_gib() -> float:
@@ -65,7 +79,43 @@ def _rss_gib() -> float:
     return float("nan")
 
 
-def measure(family: str, dtype_name: str, size: int, method: str, repeats: int, device: str) -> dict:
+def _sync(device: str) -> None:
+    if device != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def autograd_parts(model, graph, chunks: int, device: str) -> tuple[float, float, int]:
+    """(seconds of the forward pass with the gradient's graph, seconds of ``chunks`` batched backward
+    passes of CHUNK rows, total passes of a full Hessian): the steps of
+    ``molsym.models.derivatives.hessian``, timed separately."""
+    import torch
+
+    from molsym.data import keys as K
+
+    _sync(device)
+    start = time.perf_counter()
+    positions = graph[K.POSITIONS].detach().requires_grad_(True)
+    energy = model({**graph, K.POSITIONS: positions})[K.ENERGY].sum()
+    (gradient,) = torch.autograd.grad(energy, positions, create_graph=True)
+    gradient = gradient.reshape(-1)
+    _sync(device)
+    forward = time.perf_counter() - start
+    n3 = gradient.numel()
+    eye = torch.eye(n3, dtype=gradient.dtype, device=gradient.device)
+    result = positions.new_zeros(n3, n3)
+    start = time.perf_counter()
+    for first in range(0, chunks * CHUNK, CHUNK):
+        (block,) = torch.autograd.grad(gradient, positions, grad_outputs=eye[first:first + CHUNK], retain_graph=True,
+                                       is_grads_batched=True)
+        result[first:first + CHUNK] = block.reshape(CHUNK, n3)
+    _sync(device)
+    return forward, time.perf_counter() - start, -(-n3 // CHUNK)
+
+
+def measure(family: str, dtype_name: str, size: int, method: str, repeats: int, device: str,
+            autograd_chunks: int = 0, autograd_warmup: bool = True) -> dict:
     """One row, in this process."""
     import resource
 
@@ -82,9 +132,17 @@ def measure(family: str, dtype_name: str, size: int, method: str, repeats: int, 
         p.requires_grad_(False)
     atoms = system(size)
     graph = {k: v.to(device) for k, v in molsym.from_ase(atoms, model.cutoff, dtype).items()}
-    if method == "autograd":
+    extrapolated = method == "autograd" and 0 < autograd_chunks < -(-3 * len(atoms) // CHUNK)
+    if extrapolated:
+        parts = []
+
         def call():
-            return hessian(model, graph, chunk_size=32)
+            forward, passes, total = autograd_parts(model, graph, autograd_chunks, device)
+            parts.append((forward, passes))
+            return forward + passes * total / autograd_chunks
+    elif method == "autograd":
+        def call():
+            return hessian(model, graph, chunk_size=CHUNK)
     else:
         def call():
             with torch.no_grad():
@@ -92,30 +150,39 @@ def measure(family: str, dtype_name: str, size: int, method: str, repeats: int, 
     baseline = _rss_gib()
     if device != "cpu":
         torch.cuda.reset_peak_memory_stats()
-    call()
+    warmup = method == "head" or autograd_warmup
+    if warmup:
+        call()
     times = []
     for _ in range(repeats):
-        if device != "cpu":
-            torch.cuda.synchronize()
+        _sync(device)
         start = time.perf_counter()
-        call()
-        if device != "cpu":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        value = call()
+        _sync(device)
+        times.append(value if extrapolated else time.perf_counter() - start)
     if device == "cpu":
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 - baseline
     else:
         peak = torch.cuda.max_memory_allocated() / 2**30
     return {"family": family, "dtype": dtype_name, "atoms": len(atoms), "method": method, "device": device,
-            "seconds": statistics.median(times), "peak_gib": peak, "repeats": repeats}
+            "seconds": statistics.median(times), "peak_gib": peak, "repeats": repeats, "extrapolated": extrapolated,
+            "timed_passes": autograd_chunks if extrapolated else None, "warmup": warmup, "loadavg": os.getloadavg()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 27, 108])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 27, 100, 300])
     parser.add_argument("--families", nargs="+", default=list(FAMILIES))
     parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--autograd-repeats", type=int, default=None,
+                        help="repeats of the autograd rows (default --repeats)")
+    parser.add_argument("--autograd-chunks", type=int, default=0,
+                        help="time only this many batched backward passes of an autograd Hessian and extrapolate "
+                             "(0: the full call)")
+    parser.add_argument("--no-autograd-warmup", action="store_true",
+                        help="time the first autograd call (for rows that take minutes: one-time costs are then "
+                             "a negligible part)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", default=None, help="write the rows as JSON here")
     parser.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: one row in this process
@@ -131,16 +198,21 @@ def main() -> None:
             for size in args.sizes:
                 pair = {}
                 for method in ("autograd", "head"):
-                    row = [family, dtype, size, method, args.repeats, args.device]
+                    repeats = args.autograd_repeats or args.repeats if method == "autograd" else args.repeats
+                    row = [family, dtype, size, method, repeats, args.device, args.autograd_chunks,
+                           not args.no_autograd_warmup]
                     done = subprocess.run([sys.executable, __file__, "--row", json.dumps(row)], capture_output=True,
                                           text=True, check=True)
                     pair[method] = json.loads(done.stdout.strip().splitlines()[-1])
                     rows.append(pair[method])
                 a, h = pair["autograd"], pair["head"]
-                print(f"| {family} | {dtype} | {a['atoms']} | {a['seconds']:.3g} | {h['seconds']:.3g} | "
+                mark = "*" if a["extrapolated"] else ""
+                print(f"| {family} | {dtype} | {a['atoms']} | {a['seconds']:.3g}{mark} | {h['seconds']:.3g} | "
                       f"{a['seconds'] / h['seconds']:.0f}x | {a['peak_gib']:.2f} | {h['peak_gib']:.2f} |", flush=True)
-    if args.output:
-        Path(args.output).write_text(json.dumps(rows, indent=1) + "\n")
+                if args.output:  # after every pair, atomically: a long run keeps what it measured
+                    tmp = Path(args.output + ".tmp")
+                    tmp.write_text(json.dumps(rows, indent=1) + "\n")
+                    tmp.replace(args.output)
 
 
 if __name__ == "__main__":

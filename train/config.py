@@ -188,6 +188,10 @@ LOSS = {
     "hessian_rows": Field((int,), 2, "Hessian rows per structure sampled in each step", _positive),
     "hessian_head": Field(NUMBER, 0.0, "weight of the MSE ((eV/Å²)^-2) of the Hessian head's entries (every entry "
                           "of each structure's (3n, 3n) block; needs model.heads.hessian)", _non_negative),
+    "hessian_eigen": Field(NUMBER, 0.0, "weight of the MSE ((eV/Å²)^-2) of the Hessian head's residuals H v - lambda v "
+                           "on the hessian_eigen_k lowest eigenpairs of each reference Hessian; needs model.heads.hessian",
+                           _non_negative),
+    "hessian_eigen_k": Field((int,), 8, "eigenpairs per structure of the hessian_eigen term", _positive),
 }
 
 OPTIMIZER = {
@@ -349,13 +353,17 @@ def validate_config(raw, base_dir: str | os.PathLike = ".") -> dict:
     if isinstance(config["max_time"], (str, int, float)) and not _duration(config["max_time"]):
         config["max_time"] = parse_duration(config["max_time"])
     loss = config["loss"]
-    if all(loss[name] == 0 for name in ("energy", "forces", "stress", "hessian", "hessian_head")):
+    if all(loss[name] == 0 for name in ("energy", "forces", "stress", "hessian", "hessian_head", "hessian_eigen")):
         problems.append("loss: every weight is 0; give at least one of energy, forces, stress, hessian, "
-                        "hessian_head a positive weight")
+                        "hessian_head, hessian_eigen a positive weight")
     heads = config["model"].get("heads") if isinstance(config["model"], dict) else None
     if isinstance(loss["hessian_head"], (int, float)) and loss["hessian_head"] > 0 and not (
             isinstance(heads, dict) and "hessian" in heads):
         problems.append("loss.hessian_head is positive but the model has no Hessian head: "
+                        "add model.heads.hessian (e.g. heads: {hessian: {cutoff: 4.5}})")
+    if isinstance(loss["hessian_eigen"], (int, float)) and loss["hessian_eigen"] > 0 and not (
+            isinstance(heads, dict) and "hessian" in heads):
+        problems.append("loss.hessian_eigen is positive but the model has no Hessian head: "
                         "add model.heads.hessian (e.g. heads: {hessian: {cutoff: 4.5}})")
     if config["tensorboard"] is True and importlib.util.find_spec("tensorboard") is None:
         problems.append("tensorboard: true, but the tensorboard package is not installed "

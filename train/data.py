@@ -39,7 +39,8 @@ ISOLATED_ATOM_SUFFIXES = (".xyz", ".extxyz")
 def target_spec(data: dict, loss: dict) -> TargetSpec:
     """Which labels to read: energy and forces when named (required when their loss weight is positive);
     stress and Hessian only when their loss weight is positive (then required); tags and fixed atoms always."""
-    weights = {**loss, "hessian": max(loss["hessian"], loss.get("hessian_head", 0.0))}  # both train on the label
+    weights = {**loss, "hessian": max(loss["hessian"], loss.get("hessian_head", 0.0),
+                              loss.get("hessian_eigen", 0.0))}  # both train on the label
     required = tuple(name for name in ("energy", "forces", "stress", "hessian") if weights[name] > 0)
     for name in required:
         if data[f"{name}_key"] is None:

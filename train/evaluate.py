@@ -52,7 +52,8 @@ def loader(dataset: Dataset, batch_size: int, world: World, num_workers: int = 0
 
 
 def evaluate(model, data: DataLoader, *, device, dtype, world: World, targets: dict, hessian_rows: int = 0,
-             mask_fixed: bool = True, keep_predictions: bool = False, progress=None, hessian_head: bool = False):
+             mask_fixed: bool = True, keep_predictions: bool = False, progress=None, hessian_head: bool = False,
+             eigen_pairs: int = 0):
     """Metric sums of ``model`` over ``data`` (summed over ranks), and this rank's predictions if asked.
 
     ``targets`` says which derivatives to compute: {"forces": bool, "stress": bool}.
@@ -70,7 +71,8 @@ def evaluate(model, data: DataLoader, *, device, dtype, world: World, targets: d
         out = predict_batch(model, batch, forces=targets["forces"] and K.FORCES in batch,
                             stress=targets["stress"] and K.STRESS in batch, hessian_rows=rows,
                             hessian_head=hessian_head and K.HESSIAN in batch, create_graph=False, generator=generator)
-        sums.add(error_sums(out, batch, mask_fixed=mask_fixed))
+        sums.add(error_sums(out, batch, mask_fixed=mask_fixed,
+                            eigen_pairs=eigen_pairs if hessian_head and K.HESSIAN in batch else 0))
         if predictions is not None:
             predictions.add(out, batch, mask_fixed)
     return sums.reduced(world), predictions

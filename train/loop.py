@@ -36,7 +36,7 @@ from molsym.train.ema import WeightAverage
 from molsym.train.guard import GOOD, LossGuard, TrainingDiverged, frame_origin
 from molsym.train.evaluate import evaluate, loader
 from molsym.train.log import TensorBoard, write_csv, write_json
-from molsym.train.losses import TERMS, error_sums, predict_batch, weighted_loss
+from molsym.train.losses import TERMS, eigen_pairs, error_sums, predict_batch, uses_head, weighted_loss
 from molsym.train.metrics import MetricSums, format_table
 from molsym.train.sampler import GlobalBatchSampler
 from molsym.train.schedule import LearningRate
@@ -92,7 +92,7 @@ class Run:
         if world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # a head without a loss term gets no gradient: DDP must not wait for it
-            untrained_heads = bool(self.model.head_names) and config["loss"]["hessian_head"] == 0
+            untrained_heads = bool(self.model.head_names) and not uses_head(config["loss"])
             self.trained = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
                                                                      find_unused_parameters=untrained_heads)
         opt = config["optimizer"]
@@ -190,9 +190,10 @@ class Run:
                 (config["seed"] * 1_000_003 + self.epoch) * 100_003 + self.step_in_epoch * 101 + world.rank)
             out = predict_batch(self.trained, batch, forces=self.targets["forces"],
                                 stress=self.targets["stress"], hessian_rows=rows,
-                                hessian_head=config["loss"]["hessian_head"] > 0, create_graph=True,
+                                hessian_head=uses_head(config["loss"]), create_graph=True,
                                 generator=generator)
-            sums = error_sums(out, batch, mask_fixed=config["data"]["fixed_atoms"])
+            sums = error_sums(out, batch, mask_fixed=config["data"]["fixed_atoms"],
+                              eigen_pairs=eigen_pairs(config["loss"]))
             counts = torch.tensor([float(sums[name][0]) if name in sums else 0.0 for name in TERMS],
                                   dtype=torch.float64, device=self.device)
             counts = all_reduce_sum(counts, world)
@@ -313,7 +314,8 @@ class Run:
         try:
             sums, _ = evaluate(self.model, batches, device=self.device, dtype=self.dtype, world=self.world,
                                targets=self.targets, hessian_rows=rows, mask_fixed=data["fixed_atoms"],
-                               hessian_head=self.config["loss"]["hessian_head"] > 0)
+                               hessian_head=uses_head(self.config["loss"]),
+                               eigen_pairs=eigen_pairs(self.config["loss"]))
         finally:
             self.model.load_state_dict(raw)
         return sums

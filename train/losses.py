@@ -5,6 +5,8 @@ Losses are weighted mean squared errors over a *global* batch:
     L = w_E <((E - E_ref) / n)^2>_structures + w_F <(F - F_ref)^2>_free force components
       + w_S <(sigma - sigma_ref)^2>_stress components + w_H <(H - H_ref)^2>_sampled Hessian entries
       + w_HH <(H_head - H_ref)^2>_entries of every structure's Hessian block (the Hessian head)
+      + w_HE <(H_head v_m - lambda_m v_m)^2>_components, over the k lowest eigenpairs (lambda_m, v_m)
+        of each structure's reference Hessian (the head's residual on the soft modes)
 
 Each rank holds part of the global batch; it divides its own sums by the
 global counts (summed over ranks) and multiplies by the number of ranks, so
@@ -26,9 +28,19 @@ from molsym.models.derivatives import energy_forces_stress
 from molsym.models.threads import policy_threads
 
 # Error sums kept per target: (count, sum |error|, sum error^2), in eV-based units.
-TERMS = ("energy", "energy_per_atom", "forces", "stress", "hessian", "hessian_head")
+TERMS = ("energy", "energy_per_atom", "forces", "stress", "hessian", "hessian_head", "hessian_eigen")
 LOSS_TERM = {"energy": "energy_per_atom", "forces": "forces", "stress": "stress", "hessian": "hessian",
-             "hessian_head": "hessian_head"}
+             "hessian_head": "hessian_head", "hessian_eigen": "hessian_eigen"}
+
+
+def uses_head(loss: dict) -> bool:
+    """Whether a loss config trains the Hessian head (hessian_head or hessian_eigen weighted)."""
+    return loss.get("hessian_head", 0) > 0 or loss.get("hessian_eigen", 0) > 0
+
+
+def eigen_pairs(loss: dict) -> int:
+    """k of the hessian_eigen term of a loss config, 0 when the term weighs nothing."""
+    return int(loss.get("hessian_eigen_k", 8)) if loss.get("hessian_eigen", 0) > 0 else 0
 
 
 def predict_batch(model, batch: dict, *, forces: bool, stress: bool, hessian_rows: int = 0,
@@ -80,13 +92,17 @@ def _hessian_rows(out, positions, batch, draws: int, generator, create_graph: bo
     return torch.stack(predicted), torch.stack(reference)
 
 
-def error_sums(predicted: dict, batch: dict, *, mask_fixed: bool) -> dict[str, tuple[torch.Tensor, ...]]:
+def error_sums(predicted: dict, batch: dict, *, mask_fixed: bool,
+               eigen_pairs: int = 0) -> dict[str, tuple[torch.Tensor, ...]]:
     """Per target present in both: (count, sum |err|, sum err^2) as 0-d tensors (the square keeps its graph).
 
     energy: per structure (eV); energy_per_atom: (E - E_ref) / n (eV/atom);
     forces: components of free atoms (eV/Å) (all atoms when ``mask_fixed`` is
     false or the batch has no ``fixed``); stress: components (eV/Å³);
-    hessian: entries of the sampled rows inside each structure's block (eV/Å²).
+    hessian: entries of the sampled rows inside each structure's block (eV/Å²);
+    hessian_head: entries of the head's blocks (eV/Å²); hessian_eigen (``eigen_pairs`` = k > 0):
+    components of the head's residuals H v_m - lambda_m v_m on the k lowest eigenpairs of each
+    structure's reference block (eV/Å², see :func:`eigen_residuals`).
     """
     sums = {}
     if K.ENERGY in batch and K.ENERGY in predicted:
@@ -112,7 +128,36 @@ def error_sums(predicted: dict, batch: dict, *, mask_fixed: bool) -> dict[str, t
         error = predicted["hessian_head"] - batch[K.HESSIAN]
         count = int((3 * batch[K.NUM_ATOMS]).pow(2).sum())
         sums["hessian_head"] = _sums(error, count)
+        if eigen_pairs > 0:
+            residual = eigen_residuals(predicted["hessian_head"], batch[K.HESSIAN], batch[K.NUM_ATOMS], eigen_pairs)
+            sums["hessian_eigen"] = _sums(residual, residual.numel())
     return sums
+
+
+def eigen_residuals(predicted: torch.Tensor, reference: torch.Tensor, num_atoms: torch.Tensor, k: int) -> torch.Tensor:
+    """Residuals H v_m - lambda_m v_m (eV/Å²) of ``predicted`` on the ``k`` lowest eigenpairs
+    (lambda_m, v_m) of each structure's block of ``reference`` (both (3N, 3N), block-diagonal over
+    the structures of the batch; min(k, 3n) pairs for a structure of n atoms), flattened: the sum
+    over structures of 3n x min(k, 3n) components.
+
+    The residual vanishes exactly when v_m is an eigenvector of ``predicted`` with eigenvalue
+    lambda_m, so the term weighs the soft modes (the reaction coordinate, low frequencies) that
+    an entry-wise MSE dominated by stiff bonds neglects. The reference's eigenpairs carry no
+    gradient; the lowest include its near-zero rigid-body modes (teaching translational and
+    rotational invariance) and, at a transition state, the negative mode.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"the number of eigenpairs must be a positive integer, got {k!r}")
+    parts, start = [], 0
+    for n in num_atoms.tolist():
+        stop = start + 3 * n
+        block = reference[start:stop, start:stop].detach()
+        values, vectors = torch.linalg.eigh(0.5 * (block + block.transpose(0, 1)))
+        m = min(k, 3 * n)
+        values, vectors = values[:m], vectors[:, :m]
+        parts.append((predicted[start:stop, start:stop] @ vectors - vectors * values).reshape(-1))
+        start = stop
+    return torch.cat(parts) if parts else predicted.new_zeros(0)
 
 
 def _sums(error: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ forces_mae_mev_a / ...     force components (free atoms), meV/Å
 stress_mae_mev_a3 / ...    stress components, meV/Å³
 hessian_mae_mev_a2 / ...   sampled Hessian entries, meV/Å²
 hessian_head_mae_mev_a2    the Hessian head's entries (every entry of each block), meV/Å²
+hessian_eigen_mae_mev_a2   the head's residuals H v - lambda v on the reference's lowest eigenpairs, meV/Å²
 =========================  ==========================================
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ UNITS = {
     "stress": ("stress", "mev_a3"),
     "hessian": ("hessian", "mev_a2"),
     "hessian_head": ("hessian_head", "mev_a2"),
+    "hessian_eigen": ("hessian_eigen", "mev_a2"),
 }
 
 
@@ -59,7 +61,11 @@ class MetricSums:
         return self.values.detach().cpu().clone()
 
     def load_state_dict(self, values: torch.Tensor) -> None:
-        self.values = values.to(self.values.device, torch.float64).clone()
+        """Sums saved with fewer terms (an older run: terms are only ever appended) get zero rows."""
+        values = values.to(self.values.device, torch.float64)
+        if values.shape[0] < len(TERMS):
+            values = torch.cat((values, values.new_zeros(len(TERMS) - values.shape[0], 3)))
+        self.values = values.clone()
 
     def metrics(self) -> dict[str, float]:
         """MAE and RMSE in meV-based units for every target seen (see the module table)."""
