@@ -1,0 +1,236 @@
+"""Functions on the sphere in the 2D Fourier basis of (θ, φ), products by FFT ("fft" backend).
+
+Luo, Chen & Krishnapriyan (ICLR 2024): with the continuation of ``molsym.o3.sphere`` to
+θ in [0, 2π), f = Σ_lm a_lm Θ_l^|m|(θ) Φ_m(φ) of degree <= L is a trigonometric polynomial
+on the torus, f = Σ_uv F[u, v] e^{iuθ} e^{ivφ}, |u|, |v| <= L, and the product of two such
+functions is the 2D convolution of their Fourier coefficients.
+
+* Change of basis (sparse, precomputed): with Θ_l^v(θ) = Σ_u T[l, v, u] e^{iuθ} (T real for
+  even v, imaginary for odd v: Θ is sin^v θ times a polynomial in cos θ) and
+  √2 cos vφ, √2 sin vφ = (e^{ivφ} ± e^{-ivφ}) / (√2 or √2 i),
+  F[u, v] = Σ_l T[l, v, u] (a_{l,v} - i a_{l,-v}) / √2 for v > 0, F[u, 0] = Σ_l T[l, 0, u] a_l0,
+  F[u, -v] = conj F[-u, v]. The table holds (L+1) x (2L+1) x (L+1) real numbers (one of
+  Re T, Im T per v), O(L^3), never a dense ((2L+1)², (L+1)²) matrix.
+* Product: the coefficients are zero-padded to the (N_θ, N_φ) torus, N_θ = 2 Ld + 1 and
+  N_φ = max(Ld + Lout + 1, 2 max(L1, L2) + 1) for a product of degree Ld = L1 + L2
+  projected on degrees <= Lout (no aliasing in θ; in φ none onto |v| <= Lout), taken to
+  values by ``torch.fft.irfft2``, multiplied pointwise, and back by ``torch.fft.rfft2``.
+* Projection: c_lm = ∫_0^π ∫_0^2π h Θ_l^|m| Φ_m sin θ dθ dφ = Σ_uv H[u, v] P[l, v, u] (...),
+  P[l, v, u] = Σ_u' T[l, v, u'] J(u + u') with the closed form
+  J(n) = ∫_0^π e^{inθ} sin θ dθ = (1 + (-1)^n) / (1 - n²) (n != ±1), J(±1) = ±iπ/2;
+  for m > 0, c_l,m = 2√2π Re S and c_l,-m = -2√2π Im S, S = Σ_u P[l, m, u] H[u, m]
+  (c_l0 = 2π Re S).
+* Poisson bracket {f, g} = (1/sin θ)(∂_θ f ∂_φ g - ∂_φ f ∂_θ g): the values s{f,g} =
+  ∂_θ f ∂_φ g - ∂_φ f ∂_θ g are a trigonometric polynomial (derivatives multiply F by iu, iv)
+  and the sin θ of the measure cancels the 1/sin θ: projection with
+  K(n) = ∫_0^π e^{inθ} dθ = π (n = 0), 2i/n (n odd), 0 (n even != 0) in place of J.
+
+Complex tables are held as real pairs (non-persistent float64 buffers, so ``.to(dtype)``
+casts them); no custom autograd: the FFTs differentiate to any order.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import nn
+
+from molsym.o3.sphere import legendre_theta, order_scatter_index
+
+
+def torus_size(degree: int, lmax_out: int, lmax_in: int = 0) -> tuple[int, int]:
+    """(N_θ, N_φ) for products of degree <= ``degree`` of operands of degree <= ``lmax_in``,
+    projected on degrees <= ``lmax_out``: N_θ = 2 degree + 1, N_φ = max(degree + lmax_out + 1,
+    2 lmax_in + 1) (the rfft's half spectrum must hold the operands' orders)."""
+    for name, value in (("degree", degree), ("lmax_out", lmax_out)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return 2 * degree + 1, max(degree + lmax_out + 1, 2 * lmax_in + 1)
+
+
+@functools.lru_cache(maxsize=None)
+def theta_fourier(lmax: int) -> torch.Tensor:
+    """T[l, v, u + L] (complex128, (L+1, L+1, 2L+1)): Θ_l^v(θ) = Σ_u T[l, v, u] e^{iuθ}, |u| <= L,
+    exact (from 4L + 4 samples of the trigonometric polynomial)."""
+    n = 4 * lmax + 4
+    theta = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
+    values = legendre_theta(lmax, torch.cos(theta), torch.sin(theta))  # (n, l, v)
+    coefficients = torch.fft.fft(values.to(torch.complex128), dim=0) / n  # index u mod n
+    u = torch.arange(-lmax, lmax + 1)
+    table = coefficients.index_select(0, u % n).permute(1, 2, 0)  # (l, v, u)
+    return torch.where(table.abs() < 1e-15, torch.zeros_like(table), table)
+
+
+def _j_sin(n: torch.Tensor) -> torch.Tensor:
+    """J(n) = ∫_0^π e^{inθ} sin θ dθ, complex128."""
+    nf = n.to(torch.float64)
+    real = torch.where(n.abs() == 1, 0.0, (1.0 + torch.where(n % 2 == 0, 1.0, -1.0)) / (1.0 - nf * nf).where(
+        n.abs() != 1, torch.ones_like(nf)))
+    imag = torch.where(n.abs() == 1, nf * math.pi / 2, 0.0)
+    return torch.complex(real, imag)
+
+
+def _k_flat(n: torch.Tensor) -> torch.Tensor:
+    """K(n) = ∫_0^π e^{inθ} dθ, complex128."""
+    nf = n.to(torch.float64)
+    real = torch.where(n == 0, math.pi, 0.0)
+    imag = torch.where(n % 2 == 1, 2.0 / nf.where(n != 0, torch.ones_like(nf)), 0.0)
+    return torch.complex(real, imag)
+
+
+@functools.lru_cache(maxsize=None)
+def synthesis_table(lmax: int) -> dict[str, torch.Tensor]:
+    """Real tables of the change of basis for degrees <= lmax (V = L + 1 orders v >= 0):
+    q (V, 2L+1 [u + L], L+1 [l]): Re T (v even) or Im T (v odd), divided by √2 for v > 0;
+    even, odd (V, 1, 1): masks of the parity of v; u (2L+1,), v (V,): the integers."""
+    table = theta_fourier(lmax)  # (l, v, u)
+    v = torch.arange(lmax + 1)
+    q = torch.where((v % 2 == 0)[None, :, None], table.real, table.imag)
+    q = q / torch.where(v > 0, math.sqrt(2.0), 1.0)[None, :, None]
+    even = (v % 2 == 0).to(torch.float64).view(-1, 1, 1)
+    return {"q": q.permute(1, 2, 0).contiguous(), "even": even, "odd": 1.0 - even,
+            "u": torch.arange(-lmax, lmax + 1, dtype=torch.float64), "v": v.to(torch.float64)}
+
+
+@functools.lru_cache(maxsize=None)
+def projection_table(lmax: int, n_theta: int, bracket: bool) -> dict[str, torch.Tensor]:
+    """P[v, l, k] = C_v Σ_u' T[l, v, u'] X(u_k + u') over the torus θ-frequencies u_k (k < N_θ,
+    wrapped), X = K if ``bracket`` else J, C_0 = 2π, C_v = 2√2π; as real pairs "re", "im"
+    (V, L+1, N_θ)."""
+    table = theta_fourier(lmax)  # (l, v, u')
+    k = torch.arange(n_theta)
+    u = torch.where(k <= n_theta // 2, k, k - n_theta)
+    u_prime = torch.arange(-lmax, lmax + 1)
+    kernel = (_k_flat if bracket else _j_sin)(u[None, :] + u_prime[:, None])  # (u', k)
+    p = torch.einsum("lvs,sk->vlk", table, kernel)
+    v = torch.arange(lmax + 1)
+    p = p * torch.where(v == 0, 2 * math.pi, 2 * math.sqrt(2.0) * math.pi).view(-1, 1, 1)
+    return {"re": p.real.contiguous(), "im": p.imag.contiguous()}
+
+
+def _gather_indices(lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Components a_{l,+v} and a_{l,-v} as (V (L+1),) indices into the vector with a zero slot
+    appended at (L+1)² (for l < v, and for -v with v = 0)."""
+    pad = (lmax + 1) ** 2
+    plus = [l * l + l + v if l >= v else pad for v in range(lmax + 1) for l in range(lmax + 1)]
+    minus = [l * l + l - v if l >= v and v > 0 else pad for v in range(lmax + 1) for l in range(lmax + 1)]
+    return torch.tensor(plus, dtype=torch.long), torch.tensor(minus, dtype=torch.long)
+
+
+class TorusGrid(nn.Module):
+    """Synthesis, gradient and projection through the 2D Fourier basis (interface of
+    ``molsym.o3.sphere_grid.GaussGrid``): values on the uniform (N_θ, N_φ) torus, θ in [0, 2π).
+
+    ``degree``: the largest degree of a product (or bracket) it represents; ``lmax_out``: the
+    largest degree it projects onto; ``degrees``: the degrees of the operands it synthesises.
+    """
+
+    def __init__(self, degree: int, lmax_out: int, degrees):
+        super().__init__()
+        degrees = sorted({int(l) for l in degrees} | {lmax_out})
+        if degrees[0] < 0 or max(degrees) > degree + lmax_out:
+            raise ValueError(f"degrees {degrees} do not fit a torus for products of degree {degree}")
+        self.degree, self.lmax_out, self.degrees = degree, lmax_out, tuple(degrees)
+        self.n_theta, self.n_phi = torus_size(degree, lmax_out, max(degrees))
+        self.num_points = self.n_theta * self.n_phi
+        theta = torch.arange(self.n_theta, dtype=torch.float64) * (2 * math.pi / self.n_theta)
+        phi = torch.arange(self.n_phi, dtype=torch.float64) * (2 * math.pi / self.n_phi)
+        c, s = torch.cos(theta)[:, None].expand(-1, self.n_phi), torch.sin(theta)[:, None].expand(-1, self.n_phi)
+        cp, sp = torch.cos(phi)[None, :].expand(self.n_theta, -1), torch.sin(phi)[None, :].expand(self.n_theta, -1)
+        self.register_buffer("points", torch.stack((s * sp, c, s * cp), -1).reshape(-1, 3), persistent=False)
+        self.register_buffer("e_theta", torch.stack((c * sp, -s, c * cp), -1).reshape(-1, 3), persistent=False)
+        self.register_buffer("sin_e_phi", (s[..., None] * torch.stack((cp, torch.zeros_like(cp), -sp), -1))
+                             .reshape(-1, 3), persistent=False)
+        for l in degrees:
+            for name, table in synthesis_table(l).items():
+                self.register_buffer(f"{name}_{l}", table, persistent=False)
+            plus, minus = _gather_indices(l)
+            self.register_buffer(f"plus_{l}", plus, persistent=False)
+            self.register_buffer(f"minus_{l}", minus, persistent=False)
+            self.register_buffer(f"scatter_{l}", order_scatter_index(l), persistent=False)
+            for bracket in (False, True):
+                for part, table in projection_table(l, self.n_theta, bracket).items():
+                    self.register_buffer(f"{'k' if bracket else 'j'}{part}_{l}", table, persistent=False)
+
+    def _table(self, name: str, lmax: int) -> torch.Tensor:
+        if lmax not in self.degrees:
+            raise ValueError(f"this torus holds degrees {self.degrees}, not {lmax}")
+        return getattr(self, f"{name}_{lmax}")
+
+    def coefficients(self, x: torch.Tensor, lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """SH coefficients (B, D, C) -> 2D Fourier coefficients F[u, v], v >= 0, as (Re, Im),
+        each (B, 2L+1 [u + L], L+1 [v], C)."""
+        if x.shape[-2] != (lmax + 1) ** 2:
+            raise ValueError(f"expected {(lmax + 1) ** 2} coefficients (lmax {lmax}), got shape {tuple(x.shape)}")
+        padded = torch.cat((x, x.new_zeros(x.shape[0], 1, x.shape[2])), dim=1)
+        shape = (lmax + 1, lmax + 1)
+        plus = padded.index_select(1, self._table("plus", lmax)).unflatten(1, shape)  # (B, V, l, C)
+        minus = padded.index_select(1, self._table("minus", lmax)).unflatten(1, shape)
+        q = self._table("q", lmax)
+        p1 = torch.einsum("bvlc,vul->buvc", plus, q)
+        p2 = torch.einsum("bvlc,vul->buvc", minus, q)
+        even, odd = self._table("even", lmax).view(1, 1, -1, 1), self._table("odd", lmax).view(1, 1, -1, 1)
+        return even * p1 + odd * p2, odd * p1 - even * p2
+
+    def _to_values(self, real: torch.Tensor, imag: torch.Tensor, lmax: int) -> torch.Tensor:
+        """(Re, Im) F (B, 2L+1, L+1, C) -> values (B, P, C) by a zero-padded irfft2."""
+        b, _, _, c = real.shape
+        spectrum = torch.complex(real, imag)
+        gap_u, gap_v = self.n_theta - (2 * lmax + 1), self.n_phi // 2 + 1 - (lmax + 1)
+        spectrum = torch.cat((spectrum[:, lmax:], spectrum.new_zeros(b, gap_u, lmax + 1, c), spectrum[:, :lmax]), 1)
+        spectrum = torch.cat((spectrum, spectrum.new_zeros(b, self.n_theta, gap_v, c)), dim=2)
+        values = torch.fft.irfft2(spectrum, s=(self.n_theta, self.n_phi), dim=(1, 2), norm="forward")
+        return values.flatten(1, 2)
+
+    def values(self, x: torch.Tensor, lmax: int) -> torch.Tensor:
+        """Coefficients (..., (lmax+1)², C) -> values at the P torus points (..., P, C)."""
+        lead, flat = _flatten(x)
+        out = self._to_values(*self.coefficients(flat, lmax), lmax)
+        return out.reshape(*lead, *out.shape[1:])
+
+    def gradient(self, x: torch.Tensor, lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(∂f/∂θ, ∂f/∂φ) at the torus points, each (..., P, C) (the F times iu and iv)."""
+        lead, flat = _flatten(x)
+        real, imag = self.coefficients(flat, lmax)
+        u = self._table("u", lmax).view(1, -1, 1, 1)
+        v = self._table("v", lmax).view(1, 1, -1, 1)
+        a = self._to_values(-u * imag, u * real, lmax)
+        b = self._to_values(-v * imag, v * real, lmax)
+        return a.reshape(*lead, *a.shape[1:]), b.reshape(*lead, *b.shape[1:])
+
+    @staticmethod
+    def bracket_values(gradient_f, gradient_g) -> torch.Tensor:
+        """sin θ {f, g} = ∂_θ f ∂_φ g - ∂_φ f ∂_θ g at the torus points."""
+        return gradient_f[0] * gradient_g[1] - gradient_f[1] * gradient_g[0]
+
+    def curl_frame(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E1, E2) = (sin θ e_φ, e_θ), (P, 3): sin θ r̂ x ∇f = a E1 - b E2 for (a, b) of
+        :meth:`gradient`; sums of ∇g . (that) are the values :meth:`project_bracket` takes."""
+        return self.sin_e_phi, self.e_theta
+
+    def _project(self, values: torch.Tensor, lmax: int, kind: str) -> torch.Tensor:
+        lead, flat = _flatten(values)
+        grid = flat.unflatten(1, (self.n_theta, self.n_phi))
+        spectrum = torch.fft.rfft2(grid, dim=(1, 2), norm="forward")[:, :, :lmax + 1]  # (B, N_θ, V, C)
+        hr, hi = spectrum.real, spectrum.imag
+        pr, pi = self._table(kind + "re", lmax), self._table(kind + "im", lmax)
+        s_re = torch.einsum("bkvc,vlk->bvlc", hr, pr) - torch.einsum("bkvc,vlk->bvlc", hi, pi)
+        s_im = torch.einsum("bkvc,vlk->bvlc", hi, pr) + torch.einsum("bkvc,vlk->bvlc", hr, pi)
+        orders = torch.cat((-s_im[:, 1:].flip(1), s_re), dim=1)  # (B, 2L+1 [m + L], L+1, C)
+        out = orders.flatten(1, 2).index_select(1, self._table("scatter", lmax))
+        return out.reshape(*lead, *out.shape[1:])
+
+    def project(self, values: torch.Tensor, lmax: int) -> torch.Tensor:
+        """Values (..., P, C) of a product of degree <= ``degree`` -> coefficients (..., D, C)."""
+        return self._project(values, lmax, "j")
+
+    def project_bracket(self, values: torch.Tensor, lmax: int) -> torch.Tensor:
+        """Values sin θ {f, g} (..., P, C) -> coefficients of {f, g} (..., D, C)."""
+        return self._project(values, lmax, "k")
+
+
+def _flatten(x: torch.Tensor) -> tuple[tuple[int, ...], torch.Tensor]:
+    if x.dim() < 2:
+        raise ValueError(f"expected (..., components, channels), got shape {tuple(x.shape)}")
+    return tuple(x.shape[:-2]), x.reshape(-1, x.shape[-2], x.shape[-1])
