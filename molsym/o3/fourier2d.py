@@ -62,21 +62,18 @@ def theta_fourier(lmax: int) -> torch.Tensor:
     return torch.where(table.abs() < 1e-15, torch.zeros_like(table), table)
 
 
-def _j_sin(n: torch.Tensor) -> torch.Tensor:
-    """J(n) = ∫_0^π e^{inθ} sin θ dθ, complex128."""
-    nf = n.to(torch.float64)
-    real = torch.where(n.abs() == 1, 0.0, (1.0 + torch.where(n % 2 == 0, 1.0, -1.0)) / (1.0 - nf * nf).where(
-        n.abs() != 1, torch.ones_like(nf)))
-    imag = torch.where(n.abs() == 1, nf * math.pi / 2, 0.0)
-    return torch.complex(real, imag)
+def _j_sin(n: int) -> complex:
+    """J(n) = ∫_0^π e^{inθ} sin θ dθ."""
+    if abs(n) == 1:
+        return complex(0.0, n * math.pi / 2)
+    return complex((1 + (-1) ** n) / (1 - n * n), 0.0)
 
 
-def _k_flat(n: torch.Tensor) -> torch.Tensor:
-    """K(n) = ∫_0^π e^{inθ} dθ, complex128."""
-    nf = n.to(torch.float64)
-    real = torch.where(n == 0, math.pi, 0.0)
-    imag = torch.where(n % 2 == 1, 2.0 / nf.where(n != 0, torch.ones_like(nf)), 0.0)
-    return torch.complex(real, imag)
+def _k_flat(n: int) -> complex:
+    """K(n) = ∫_0^π e^{inθ} dθ."""
+    if n == 0:
+        return complex(math.pi, 0.0)
+    return complex(0.0, 2.0 / n if n % 2 else 0.0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -87,7 +84,7 @@ def synthesis_table(lmax: int) -> dict[str, torch.Tensor]:
     table = theta_fourier(lmax)  # (l, v, u)
     v = torch.arange(lmax + 1)
     q = torch.where((v % 2 == 0)[None, :, None], table.real, table.imag)
-    q = q / torch.where(v > 0, math.sqrt(2.0), 1.0)[None, :, None]
+    q = q / torch.tensor([1.0] + [math.sqrt(2.0)] * lmax, dtype=torch.float64)[None, :, None]
     even = (v % 2 == 0).to(torch.float64).view(-1, 1, 1)
     return {"q": q.permute(1, 2, 0).contiguous(), "even": even, "odd": 1.0 - even,
             "u": torch.arange(-lmax, lmax + 1, dtype=torch.float64), "v": v.to(torch.float64)}
@@ -102,10 +99,10 @@ def projection_table(lmax: int, n_theta: int, bracket: bool) -> dict[str, torch.
     k = torch.arange(n_theta)
     u = torch.where(k <= n_theta // 2, k, k - n_theta)
     u_prime = torch.arange(-lmax, lmax + 1)
-    kernel = (_k_flat if bracket else _j_sin)(u[None, :] + u_prime[:, None])  # (u', k)
+    integral = _k_flat if bracket else _j_sin
+    kernel = torch.tensor([[integral(int(a + b)) for b in u] for a in u_prime], dtype=torch.complex128)  # (u', k)
     p = torch.einsum("lvs,sk->vlk", table, kernel)
-    v = torch.arange(lmax + 1)
-    p = p * torch.where(v == 0, 2 * math.pi, 2 * math.sqrt(2.0) * math.pi).view(-1, 1, 1)
+    p = p * torch.tensor([2 * math.pi] + [2 * math.sqrt(2.0) * math.pi] * lmax, dtype=torch.float64).view(-1, 1, 1)
     return {"re": p.real.contiguous(), "im": p.imag.contiguous()}
 
 

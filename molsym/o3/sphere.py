@@ -90,11 +90,12 @@ def azimuthal(lmax: int, phi: torch.Tensor, derivative: bool = False):
     m = torch.arange(-lmax, lmax + 1, dtype=phi.dtype, device=phi.device)
     angle = phi.unsqueeze(-1) * m.abs()
     root2 = math.sqrt(2.0)
-    values = torch.where(m > 0, root2 * torch.cos(angle), torch.where(m < 0, root2 * torch.sin(angle), 1.0))
+    one = torch.ones_like(angle)
+    values = torch.where(m > 0, root2 * torch.cos(angle), torch.where(m < 0, root2 * torch.sin(angle), one))
     if not derivative:
         return values
     slopes = torch.where(m > 0, -root2 * m.abs() * torch.sin(angle),
-                         torch.where(m < 0, root2 * m.abs() * torch.cos(angle), 0.0))
+                         torch.where(m < 0, root2 * m.abs() * torch.cos(angle), torch.zeros_like(angle)))
     return values, slopes
 
 
