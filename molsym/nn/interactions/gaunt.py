@@ -3,11 +3,15 @@ the sphere, evaluated as pointwise products of functions (``molsym.o3``'s grid o
 backend) instead of Clebsch-Gordan contractions.
 
 Node features: the spherical form of ``molsym.nn.forms``, (N, S, (lmax+1)^2, C), read as the
-coefficients (integral normalisation) of C functions on the sphere per parity class
-f_s(r̂) = Σ_lm x[s, lm] Y_lm(r̂). One layer, with h = Linear(x):
+coefficients of C functions on the sphere per parity class, f_s(r̂) = Σ_lm x[s, lm] Y_lm(r̂)
+in e3nn's component normalisation (Σ_m Y_lm² = 2l + 1, so a constant 1 has coefficient 1 and
+products of constants multiply); projections Proj are onto the same basis,
+c_lm = (1/4π) ∫ h Y_lm dΩ, so with the Gaunt coefficients G of ``molsym.o3.gaunt``
+(integral normalisation) the component ones are √(4π) G. One layer, with h = Linear(x):
 
-* **convolution**: for the edge j -> i with filter F_ij(r̂) = Σ_l2<=sh_lmax w_l2(|r_ij|) Y_l2(r̂_ij) . Y_l2(r̂)
-  (= Σ_l2 w_l2 (2 l2 + 1)/(4π) P_l2(r̂_ij . r̂), radial MLP weights per degree and channel),
+* **convolution**: for the edge j -> i with filter
+  F_ij(r̂) = Σ_l2<=sh_lmax w_l2(|r_ij|) Y_l2(r̂_ij) . Y_l2(r̂) = Σ_l2 w_l2 (2 l2 + 1) P_l2(r̂_ij . r̂)
+  (radial MLP weights per degree and channel; the addition theorem),
 
       m_i^s   = (1/avg_num_neighbors) Σ_j Proj_lmax [h_j^s F_ij]                    (even paths)
       m_i^1-s += (1/avg_num_neighbors) Σ_j Proj_lmax {h_j^s, F'_ij}                 (odd paths)
@@ -105,14 +109,15 @@ def gaunt_output_form(settings: GauntSettings, input_form: FeatureForm) -> Featu
 
 
 def legendre_kernels(cosines: torch.Tensor, lmax: int, derivative: bool) -> tuple[torch.Tensor, ...]:
-    """(2l + 1)/(4π) P_l(t) for l = 0..lmax (the addition theorem's Σ_m Y_lm(a) Y_lm(b), t = a . b):
+    """(2l + 1) P_l(t) for l = 0..lmax (the addition theorem's Σ_m Y_lm(a) Y_lm(b) in the component
+    normalisation, t = a . b):
     cosines (...,) -> (..., lmax + 1); with ``derivative`` also d/dt."""
     p = [torch.ones_like(cosines), cosines]
     dp = [torch.zeros_like(cosines), torch.ones_like(cosines)]
     for l in range(2, lmax + 1):
         p.append(((2 * l - 1) * cosines * p[l - 1] - (l - 1) * p[l - 2]) / l)
         dp.append(l * p[l - 1] + cosines * dp[l - 1])
-    scale = torch.tensor([(2 * l + 1) / (4 * math.pi) for l in range(lmax + 1)], dtype=cosines.dtype,
+    scale = torch.tensor([2 * l + 1 for l in range(lmax + 1)], dtype=cosines.dtype,
                          device=cosines.device)
     values = torch.stack(p[:lmax + 1], dim=-1) * scale
     return (values, torch.stack(dp[:lmax + 1], dim=-1) * scale) if derivative else (values,)
@@ -120,7 +125,11 @@ def legendre_kernels(cosines: torch.Tensor, lmax: int, derivative: bool) -> tupl
 
 class GauntConvolution(nn.Module):
     """The convolution of the module docstring on a sampler (grid or torus): h (N, S_in, D_in, C) ->
-    messages (N, S_out, D_out, C), given per directed edge the unit vectors and radial weights."""
+    messages (N, S_out, D_out, C), given per directed edge the unit vectors and radial weights.
+
+    In component coefficients: the sender's function is √(4π) times the sampler's synthesis of h
+    (which reads integral-normalised coefficients) and the message 1/√(4π) times the projection:
+    the two factors cancel."""
 
     def __init__(self, lmax_in: int, filter_lmax: int, lmax_out: int, parities_in: int, parities_out: int,
                  bracket: bool, backend: str):
@@ -163,7 +172,8 @@ class GauntConvolution(nn.Module):
 
 class ProductBasis(nn.Module):
     """B = Proj_lmax Σ_ν<=correlation a_1 ... a_ν, a_k = Linear_k(m class 0), plus a linear map of
-    class 1: (N, S, D, C) -> (N, S, D, C)."""
+    class 1: (N, S, D, C) -> (N, S, D, C). Component normalisation: each factor's values are √(4π)
+    times the synthesis, the projection is divided by √(4π)."""
 
     def __init__(self, form: FeatureForm, correlation: int, backend: str):
         super().__init__()
@@ -172,15 +182,16 @@ class ProductBasis(nn.Module):
         self.factors = nn.ModuleList(ChannelMap(even, even) for _ in range(correlation))
         self.pseudo = ChannelMap(even, even) if form.parities == 2 else None
         self.sampler = make_sampler(backend, correlation * form.lmax, form.lmax, {form.lmax})
+        self.root_4pi = math.sqrt(4 * math.pi)
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
-        true = m[:, :1]
+        true = m[:, :1] * self.root_4pi  # integral-normalised coefficients of the same functions
         term = self.sampler.values(self.factors[0](true), self.lmax)  # (N, 1, P, C)
         total = term
         for factor in self.factors[1:]:
             term = term * self.sampler.values(factor(true), self.lmax)
             total = total + term
-        out = self.sampler.project(total, self.lmax)
+        out = self.sampler.project(total, self.lmax) / self.root_4pi
         if self.pseudo is None:
             return out
         return torch.cat((out, self.pseudo(m[:, 1:])), dim=1)
