@@ -9,12 +9,15 @@ functions is the 2D convolution of their Fourier coefficients.
   even v, imaginary for odd v: Θ is sin^v θ times a polynomial in cos θ) and
   √2 cos vφ, √2 sin vφ = (e^{ivφ} ± e^{-ivφ}) / (√2 or √2 i),
   F[u, v] = Σ_l T[l, v, u] (a_{l,v} - i a_{l,-v}) / √2 for v > 0, F[u, 0] = Σ_l T[l, 0, u] a_l0,
-  F[u, -v] = conj F[-u, v]. The table holds (L+1) x (2L+1) x (L+1) real numbers (one of
-  Re T, Im T per v), O(L^3), never a dense ((2L+1)², (L+1)²) matrix.
+  F[u, -v] = conj F[-u, v]. The table holds (L+1) x (2L+1) x (L+1) nonzero numbers (one of
+  Re T, Im T per v; stored zero-padded to the torus's N_θ wrapped frequencies), O(L^3),
+  never a dense ((2L+1)², (L+1)²) matrix.
 * Product: the coefficients are zero-padded to the (N_θ, N_φ) torus, N_θ = 2 Ld + 1 and
   N_φ = max(Ld + Lout + 1, 2 max(L1, L2) + 1) for a product of degree Ld = L1 + L2
   projected on degrees <= Lout (no aliasing in θ; in φ none onto |v| <= Lout), taken to
-  values by ``torch.fft.irfft2``, multiplied pointwise, and back by ``torch.fft.rfft2``.
+  values by an inverse FFT along θ (on the nonzero orders only) and an inverse real FFT
+  along φ (``torch.fft.ifft``, ``irfft``: two 1D transforms, faster than one ``irfft2``),
+  multiplied pointwise, and back by ``rfft`` along φ and ``fft`` along θ.
 * Projection: c_lm = ∫_0^π ∫_0^2π h Θ_l^|m| Φ_m sin θ dθ dφ = Σ_uv H[u, v] P[l, v, u] (...),
   P[l, v, u] = Σ_u' T[l, v, u'] J(u + u') with the closed form
   J(n) = ∫_0^π e^{inθ} sin θ dθ = (1 + (-1)^n) / (1 - n²) (n != ±1), J(±1) = ±iπ/2;
@@ -77,17 +80,25 @@ def _k_flat(n: int) -> complex:
 
 
 @functools.lru_cache(maxsize=None)
-def synthesis_table(lmax: int) -> dict[str, torch.Tensor]:
-    """Real tables of the change of basis for degrees <= lmax (V = L + 1 orders v >= 0):
-    q (V, 2L+1 [u + L], L+1 [l]): Re T (v even) or Im T (v odd), divided by √2 for v > 0;
-    even, odd (V, 1, 1): masks of the parity of v; u (2L+1,), v (V,): the integers."""
-    table = theta_fourier(lmax)  # (l, v, u)
+def synthesis_table(lmax: int, n_theta: int) -> dict[str, torch.Tensor]:
+    """Real tables of the change of basis for degrees <= lmax (V = L + 1 orders v >= 0) onto the
+    N_θ wrapped θ-frequencies of the torus (row k holds u = k, or k - N_θ past N_θ/2; the
+    2L + 1 rows with |u| <= L are nonzero, the others are the FFT's zero padding):
+    qre, qim (V, N_θ, L+1): T / √2 (v > 0) or T (v = 0) as a real pair (one of them is zero for
+    each v: Θ_l^v is even in θ for even v, odd for odd v); u (1, N_θ, 1): the wrapped integers;
+    v (1, 1, V)."""
+    if n_theta < 2 * lmax + 1:
+        raise ValueError(f"a torus of {n_theta} θ-frequencies cannot hold degree {lmax}")
+    table = theta_fourier(lmax)  # (l, v, u + L)
     v = torch.arange(lmax + 1)
-    q = torch.where((v % 2 == 0)[None, :, None], table.real, table.imag)
-    q = q / torch.tensor([1.0] + [math.sqrt(2.0)] * lmax, dtype=torch.float64)[None, :, None]
-    even = (v % 2 == 0).to(torch.float64).view(-1, 1, 1)
-    return {"q": q.permute(1, 2, 0).contiguous(), "even": even, "odd": 1.0 - even,
-            "u": torch.arange(-lmax, lmax + 1, dtype=torch.float64), "v": v.to(torch.float64)}
+    table = table / torch.tensor([1.0] + [math.sqrt(2.0)] * lmax, dtype=torch.float64)[None, :, None]
+    k = torch.arange(n_theta)
+    u = torch.where(k <= n_theta // 2, k, k - n_theta)
+    wrapped = torch.zeros(lmax + 1, n_theta, lmax + 1, dtype=torch.complex128)  # (v, k, l)
+    inside = u.abs() <= lmax
+    wrapped[:, inside] = table.permute(1, 2, 0)[:, (u[inside] + lmax)]
+    return {"qre": wrapped.real.contiguous(), "qim": wrapped.imag.contiguous(),
+            "u": u.to(torch.float64).view(1, -1, 1), "v": v.to(torch.float64).view(1, 1, -1)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,6 +144,7 @@ class TorusGrid(nn.Module):
         self.num_points = self.n_theta * self.n_phi
         theta = torch.arange(self.n_theta, dtype=torch.float64) * (2 * math.pi / self.n_theta)
         phi = torch.arange(self.n_phi, dtype=torch.float64) * (2 * math.pi / self.n_phi)
+        # θ-major points (k N_φ + j), the memory order of the values (B C, N_θ, N_φ)
         c, s = torch.cos(theta)[:, None].expand(-1, self.n_phi), torch.sin(theta)[:, None].expand(-1, self.n_phi)
         cp, sp = torch.cos(phi)[None, :].expand(self.n_theta, -1), torch.sin(phi)[None, :].expand(self.n_theta, -1)
         self.register_buffer("points", torch.stack((s * sp, c, s * cp), -1).reshape(-1, 3), persistent=False)
@@ -140,7 +152,7 @@ class TorusGrid(nn.Module):
         self.register_buffer("sin_e_phi", (s[..., None] * torch.stack((cp, torch.zeros_like(cp), -sp), -1))
                              .reshape(-1, 3), persistent=False)
         for l in degrees:
-            for name, table in synthesis_table(l).items():
+            for name, table in synthesis_table(l, self.n_theta).items():
                 self.register_buffer(f"{name}_{l}", table, persistent=False)
             plus, minus = _gather_indices(l)
             self.register_buffer(f"plus_{l}", plus, persistent=False)
@@ -155,46 +167,41 @@ class TorusGrid(nn.Module):
             raise ValueError(f"this torus holds degrees {self.degrees}, not {lmax}")
         return getattr(self, f"{name}_{lmax}")
 
-    def coefficients(self, x: torch.Tensor, lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """SH coefficients (B, D, C) -> 2D Fourier coefficients F[u, v], v >= 0, as (Re, Im),
-        each (B, 2L+1 [u + L], L+1 [v], C)."""
-        if x.shape[-2] != (lmax + 1) ** 2:
-            raise ValueError(f"expected {(lmax + 1) ** 2} coefficients (lmax {lmax}), got shape {tuple(x.shape)}")
-        padded = torch.cat((x, x.new_zeros(x.shape[0], 1, x.shape[2])), dim=1)
-        shape = (lmax + 1, lmax + 1)
-        plus = padded.index_select(1, self._table("plus", lmax)).unflatten(1, shape)  # (B, V, l, C)
-        minus = padded.index_select(1, self._table("minus", lmax)).unflatten(1, shape)
-        q = self._table("q", lmax)
-        p1 = torch.einsum("bvlc,vul->buvc", plus, q)
-        p2 = torch.einsum("bvlc,vul->buvc", minus, q)
-        even, odd = self._table("even", lmax).view(1, 1, -1, 1), self._table("odd", lmax).view(1, 1, -1, 1)
-        return even * p1 + odd * p2, odd * p1 - even * p2
+    def coefficients(self, x: torch.Tensor, lmax: int) -> torch.Tensor:
+        """SH coefficients (..., D, C) -> 2D Fourier coefficients F[u, v], v >= 0, zero-padded to
+        the torus's wrapped u: complex (B C, N_θ, L+1 [v]); per order v one product of the sparse
+        table with a_{l,v} - i a_{l,-v}."""
+        if x.dim() < 2 or x.shape[-2] != (lmax + 1) ** 2:
+            raise ValueError(f"expected (..., {(lmax + 1) ** 2}, channels) coefficients (lmax {lmax}), "
+                             f"got shape {tuple(x.shape)}")
+        rows = x.reshape(-1, x.shape[-2], x.shape[-1]).transpose(0, 1).reshape(x.shape[-2], -1)  # (D, B C)
+        rows = torch.cat((rows, rows.new_zeros(1, rows.shape[1])))
+        shape = (lmax + 1, lmax + 1, rows.shape[1])
+        plus = rows.index_select(0, self._table("plus", lmax)).view(shape)  # (V, l, B C)
+        minus = rows.index_select(0, self._table("minus", lmax)).view(shape)
+        table = torch.complex(self._table("qre", lmax), self._table("qim", lmax))  # (V, N_θ, l)
+        return torch.bmm(table, torch.complex(plus, -minus)).permute(2, 1, 0)  # (B C, N_θ, V)
 
-    def _to_values(self, real: torch.Tensor, imag: torch.Tensor, lmax: int) -> torch.Tensor:
-        """(Re, Im) F (B, 2L+1, L+1, C) -> values (B, P, C) by a zero-padded irfft2."""
-        b, _, _, c = real.shape
-        spectrum = torch.complex(real, imag)
-        gap_u, gap_v = self.n_theta - (2 * lmax + 1), self.n_phi // 2 + 1 - (lmax + 1)
-        spectrum = torch.cat((spectrum[:, lmax:], spectrum.new_zeros(b, gap_u, lmax + 1, c), spectrum[:, :lmax]), 1)
-        spectrum = torch.cat((spectrum, spectrum.new_zeros(b, self.n_theta, gap_v, c)), dim=2)
-        values = torch.fft.irfft2(spectrum, s=(self.n_theta, self.n_phi), dim=(1, 2), norm="forward")
-        return values.flatten(1, 2)
+    def _to_values(self, spectrum: torch.Tensor, lead, channels: int) -> torch.Tensor:
+        """F (B C, N_θ, V) -> values (..., P, C) (memory (B C, P)): the inverse FFT along θ on the
+        V nonzero orders only, then zero-padded in v and the inverse real FFT along φ (the two 1D
+        transforms took 0.4x the time of one irfft2 at L = 5, batch 10^4, on one thread)."""
+        bc, _, v = spectrum.shape
+        spectrum = torch.fft.ifft(spectrum, dim=1, norm="forward")
+        spectrum = torch.cat((spectrum, spectrum.new_zeros(bc, self.n_theta, self.n_phi // 2 + 1 - v)), dim=2)
+        values = torch.fft.irfft(spectrum, n=self.n_phi, dim=2, norm="forward")  # (B C, N_θ, N_φ)
+        return values.view(-1, channels, self.num_points).transpose(1, 2).view(*lead, self.num_points, channels)
 
     def values(self, x: torch.Tensor, lmax: int) -> torch.Tensor:
         """Coefficients (..., (lmax+1)², C) -> values at the P torus points (..., P, C)."""
-        lead, flat = _flatten(x)
-        out = self._to_values(*self.coefficients(flat, lmax), lmax)
-        return out.reshape(*lead, *out.shape[1:])
+        return self._to_values(self.coefficients(x, lmax), tuple(x.shape[:-2]), x.shape[-1])
 
     def gradient(self, x: torch.Tensor, lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(∂f/∂θ, ∂f/∂φ) at the torus points, each (..., P, C) (the F times iu and iv)."""
-        lead, flat = _flatten(x)
-        real, imag = self.coefficients(flat, lmax)
-        u = self._table("u", lmax).view(1, -1, 1, 1)
-        v = self._table("v", lmax).view(1, 1, -1, 1)
-        a = self._to_values(-u * imag, u * real, lmax)
-        b = self._to_values(-v * imag, v * real, lmax)
-        return a.reshape(*lead, *a.shape[1:]), b.reshape(*lead, *b.shape[1:])
+        spectrum = self.coefficients(x, lmax)
+        lead, c = tuple(x.shape[:-2]), x.shape[-1]
+        u, v = self._table("u", lmax), self._table("v", lmax)
+        return (self._to_values(spectrum * (1j * u), lead, c), self._to_values(spectrum * (1j * v), lead, c))
 
     @staticmethod
     def bracket_values(gradient_f, gradient_g) -> torch.Tensor:
@@ -207,16 +214,17 @@ class TorusGrid(nn.Module):
         return self.sin_e_phi, self.e_theta
 
     def _project(self, values: torch.Tensor, lmax: int, kind: str) -> torch.Tensor:
-        lead, flat = _flatten(values)
-        grid = flat.unflatten(1, (self.n_theta, self.n_phi))
-        spectrum = torch.fft.rfft2(grid, dim=(1, 2), norm="forward")[:, :, :lmax + 1]  # (B, N_θ, V, C)
-        hr, hi = spectrum.real, spectrum.imag
-        pr, pi = self._table(kind + "re", lmax), self._table(kind + "im", lmax)
-        s_re = torch.einsum("bkvc,vlk->bvlc", hr, pr) - torch.einsum("bkvc,vlk->bvlc", hi, pi)
-        s_im = torch.einsum("bkvc,vlk->bvlc", hi, pr) + torch.einsum("bkvc,vlk->bvlc", hr, pi)
-        orders = torch.cat((-s_im[:, 1:].flip(1), s_re), dim=1)  # (B, 2L+1 [m + L], L+1, C)
-        out = orders.flatten(1, 2).index_select(1, self._table("scatter", lmax))
-        return out.reshape(*lead, *out.shape[1:])
+        if values.dim() < 2 or values.shape[-2] != self.num_points:
+            raise ValueError(f"expected (..., {self.num_points}, channels) values, got shape {tuple(values.shape)}")
+        lead, c = tuple(values.shape[:-2]), values.shape[-1]
+        grid = values.reshape(-1, self.num_points, c).transpose(1, 2).reshape(-1, self.n_theta, self.n_phi)
+        spectrum = torch.fft.rfft(grid, dim=2, norm="forward")[:, :, :lmax + 1].permute(2, 1, 0)
+        spectrum = torch.fft.fft(spectrum, dim=1, norm="forward")  # (V, N_θ, B C): rfft in φ, then fft in θ
+        table = torch.complex(self._table(kind + "re", lmax), self._table(kind + "im", lmax))  # (V, L+1, N_θ)
+        sums = torch.bmm(table, spectrum)  # (V, L+1, B C)
+        orders = torch.cat((-sums.imag[1:].flip(0), sums.real), dim=0).flatten(0, 1)  # (M (L+1), B C)
+        out = orders.index_select(0, self._table("scatter", lmax)).view((lmax + 1) ** 2, -1, c)
+        return out.transpose(0, 1).reshape(*lead, (lmax + 1) ** 2, c)
 
     def project(self, values: torch.Tensor, lmax: int) -> torch.Tensor:
         """Values (..., P, C) of a product of degree <= ``degree`` -> coefficients (..., D, C)."""
@@ -226,8 +234,3 @@ class TorusGrid(nn.Module):
         """Values sin θ {f, g} (..., P, C) -> coefficients of {f, g} (..., D, C)."""
         return self._project(values, lmax, "k")
 
-
-def _flatten(x: torch.Tensor) -> tuple[tuple[int, ...], torch.Tensor]:
-    if x.dim() < 2:
-        raise ValueError(f"expected (..., components, channels), got shape {tuple(x.shape)}")
-    return tuple(x.shape[:-2]), x.reshape(-1, x.shape[-2], x.shape[-1])

@@ -63,14 +63,14 @@ def _grid_harmonics(band: int, lmax: int) -> tuple[torch.Tensor, torch.Tensor, t
     a = ∂Y/∂θ, b = (1/sin θ) ∂Y/∂φ (P, D), D = (lmax+1)², float64."""
     grid, tables = gauss_grid(band), grid_tables(band, lmax)
     n_phi = grid["phi"].shape[0]
-    weights = (grid["weights"][:, None] * (2 * math.pi / n_phi)).expand(-1, n_phi).reshape(-1)
+    weights = (grid["weights"][None, :] * (2 * math.pi / n_phi)).expand(n_phi, -1).reshape(-1)  # φ-major
     y = spherical_harmonics(lmax, grid["points"], "integral")
 
     def assemble(theta, phi):  # theta (M, n_θ, L+1), phi (M, n_φ) -> (P, D)
         columns = []
         for l in range(lmax + 1):
             for m in range(-l, l + 1):
-                columns.append((theta[m + lmax, :, l, None] * phi[m + lmax][None, :]).reshape(-1))
+                columns.append((phi[m + lmax][:, None] * theta[m + lmax, :, l][None, :]).reshape(-1))
         return torch.stack(columns, dim=-1)
 
     a = assemble(tables["dtheta"], tables["phi"])

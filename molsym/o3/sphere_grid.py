@@ -7,7 +7,7 @@ degree <= B is exact. The product of two functions of degrees L1, L2 projected o
 <= Lout needs B >= L1 + L2 + Lout; the Poisson bracket (degree L1 + L2 - 1) too.
 
 Coefficients (..., D, C) with D = (L + 1)² (e3nn's component order, integral normalisation of
-``molsym.o3.sphere``, channels last) <-> values (..., P, C), P = n_θ n_φ (θ-major):
+``molsym.o3.sphere``, channels last) <-> values (..., P, C), P = n_θ n_φ (φ-major):
 
 * synthesis: per order m, the Legendre sum over degrees Σ_l Θ_l^|m|(θ_i) a_lm, then the φ
   transform Σ_m Φ_m(φ_j) (one batched matrix product each, O(L^3) per channel);
@@ -45,14 +45,15 @@ def grid_size(band: int) -> tuple[int, int]:
 @functools.lru_cache(maxsize=None)
 def gauss_grid(band: int) -> dict[str, torch.Tensor]:
     """Nodes of the grid of ``band`` (float64): cos θ_i, sin θ_i, weights w_i (n_θ,) of
-    ∫_0^π f sin θ dθ, angles φ_j (n_φ,), and per point (θ-major) the Cartesian r̂, e_θ, e_φ (P, 3)."""
+    ∫_0^π f sin θ dθ, angles φ_j (n_φ,), and per point (φ-major: point j n_θ + i) the Cartesian
+    r̂, e_θ, e_φ (P, 3)."""
     n_theta, n_phi = grid_size(band)
     nodes, weights = np.polynomial.legendre.leggauss(n_theta)
     cos = torch.tensor(nodes, dtype=torch.float64)
     sin = torch.sqrt(1.0 - cos * cos)
     phi = torch.arange(n_phi, dtype=torch.float64) * (2 * math.pi / n_phi)
-    c, s = cos[:, None].expand(-1, n_phi), sin[:, None].expand(-1, n_phi)
-    sp, cp = torch.sin(phi)[None, :].expand(n_theta, -1), torch.cos(phi)[None, :].expand(n_theta, -1)
+    c, s = cos[None, :].expand(n_phi, -1), sin[None, :].expand(n_phi, -1)  # (n_φ, n_θ): φ-major points
+    sp, cp = torch.sin(phi)[:, None].expand(-1, n_theta), torch.cos(phi)[:, None].expand(-1, n_theta)
     point = torch.stack((s * sp, c, s * cp), -1).reshape(-1, 3)
     e_theta = torch.stack((c * sp, -s, c * cp), -1).reshape(-1, 3)
     e_phi = torch.stack((cp, torch.zeros_like(cp), -sp), -1).reshape(-1, 3)
@@ -114,32 +115,37 @@ class GaussGrid(nn.Module):
             raise ValueError(f"this grid holds degrees {self.degrees}, not {lmax}")
         return getattr(self, f"{name}_{lmax}")
 
-    def _orders(self, x: torch.Tensor, lmax: int) -> torch.Tensor:
-        """(B, D, C) -> (B, M, L+1, C) per-order table (zeros where l < |m|)."""
-        if x.shape[-2] != (lmax + 1) ** 2:
-            raise ValueError(f"expected {(lmax + 1) ** 2} coefficients (lmax {lmax}), got shape {tuple(x.shape)}")
-        padded = torch.cat((x, x.new_zeros(x.shape[0], 1, x.shape[2])), dim=1)
-        return padded.index_select(1, self._table("gather", lmax)).unflatten(1, (2 * lmax + 1, lmax + 1))
+    def _rows(self, x: torch.Tensor, lmax: int) -> tuple[tuple[int, ...], torch.Tensor]:
+        """(..., D, C) -> leading shape and the per-order table (M, L+1, B C) (zeros where l < |m|),
+        the B C functions as the columns of every matrix product."""
+        if x.dim() < 2 or x.shape[-2] != (lmax + 1) ** 2:
+            raise ValueError(f"expected (..., {(lmax + 1) ** 2}, channels) coefficients (lmax {lmax}), "
+                             f"got shape {tuple(x.shape)}")
+        lead = tuple(x.shape[:-2])
+        rows = x.reshape(-1, x.shape[-2], x.shape[-1]).transpose(0, 1).reshape(x.shape[-2], -1)  # (D, B C)
+        rows = torch.cat((rows, rows.new_zeros(1, rows.shape[1])))
+        return lead, rows.index_select(0, self._table("gather", lmax)).view(2 * lmax + 1, lmax + 1, -1)
 
-    def _synthesis(self, orders: torch.Tensor, theta: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-        partial = torch.einsum("bmlc,mil->bmic", orders, theta)
-        return torch.einsum("bmic,mj->bijc", partial, phi).flatten(1, 2)
+    def _synthesis(self, orders: torch.Tensor, theta: torch.Tensor, phi: torch.Tensor, lead, channels: int):
+        """Per-order Legendre sums, then the φ transform: (M, L+1, B C) -> (..., P, C), a view of
+        point-major memory (P, B, C) (which :meth:`project` reads without a copy)."""
+        partial = torch.bmm(theta, orders)  # (M, n_θ, B C)
+        values = (phi.T @ partial.flatten(1)).view(self.num_points, -1, channels)  # (P, B, C), φ-major
+        return values.transpose(0, 1).view(*lead, self.num_points, channels)
 
     def values(self, x: torch.Tensor, lmax: int) -> torch.Tensor:
         """Coefficients (..., (lmax+1)², C) -> values at the P points (..., P, C)."""
-        lead, flat = _flatten(x)
-        orders = self._orders(flat, lmax)
-        out = self._synthesis(orders, self._table("theta", lmax), self._table("phi", lmax))
-        return out.reshape(*lead, *out.shape[1:])
+        lead, orders = self._rows(x, lmax)
+        return self._synthesis(orders, self._table("theta", lmax), self._table("phi", lmax), lead, x.shape[-1])
 
     def gradient(self, x: torch.Tensor, lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Components of the surface gradient ∇f = a e_θ + b e_φ at the points: a = ∂f/∂θ and
         b = (1/sin θ) ∂f/∂φ, each (..., P, C)."""
-        lead, flat = _flatten(x)
-        orders = self._orders(flat, lmax)
-        a = self._synthesis(orders, self._table("dtheta", lmax), self._table("phi", lmax))
-        b = self._synthesis(orders, self._table("theta_over_sin", lmax), self._table("dphi", lmax))
-        return a.reshape(*lead, *a.shape[1:]), b.reshape(*lead, *b.shape[1:])
+        lead, orders = self._rows(x, lmax)
+        c = x.shape[-1]
+        a = self._synthesis(orders, self._table("dtheta", lmax), self._table("phi", lmax), lead, c)
+        b = self._synthesis(orders, self._table("theta_over_sin", lmax), self._table("dphi", lmax), lead, c)
+        return a, b
 
     @staticmethod
     def bracket_values(gradient_f, gradient_g) -> torch.Tensor:
@@ -155,20 +161,16 @@ class GaussGrid(nn.Module):
     def project(self, values: torch.Tensor, lmax: int) -> torch.Tensor:
         """Values (..., P, C) -> coefficients (..., (lmax+1)², C) of degrees <= lmax (exact for
         spherical polynomials of degree <= band - lmax)."""
-        lead, flat = _flatten(values)
-        grid = flat.unflatten(1, (self.n_theta, self.n_phi))
-        partial = torch.einsum("bijc,jm->bmic", grid, self._table("analysis_phi", lmax))
-        orders = torch.einsum("bmic,mli->bmlc", partial, self._table("analysis_theta", lmax))
-        out = orders.flatten(1, 2).index_select(1, self._table("scatter", lmax))
-        return out.reshape(*lead, *out.shape[1:])
+        if values.dim() < 2 or values.shape[-2] != self.num_points:
+            raise ValueError(f"expected (..., {self.num_points}, channels) values, got shape {tuple(values.shape)}")
+        lead, c = tuple(values.shape[:-2]), values.shape[-1]
+        points = values.reshape(-1, self.num_points, c).transpose(0, 1).reshape(self.n_phi, -1)  # (n_φ, n_θ B C)
+        partial = (self._table("analysis_phi", lmax).T @ points).view(2 * lmax + 1, self.n_theta, -1)
+        orders = torch.bmm(self._table("analysis_theta", lmax), partial).flatten(0, 1)  # (M (L+1), B C)
+        out = orders.index_select(0, self._table("scatter", lmax)).view((lmax + 1) ** 2, -1, c)
+        return out.transpose(0, 1).reshape(*lead, (lmax + 1) ** 2, c)
 
     def project_bracket(self, values: torch.Tensor, lmax: int) -> torch.Tensor:
         """Projection of bracket values {f, g} (here the same quadrature as :meth:`project`)."""
         return self.project(values, lmax)
 
-
-def _flatten(x: torch.Tensor) -> tuple[tuple[int, ...], torch.Tensor]:
-    """(..., K, C) -> leading shape and (B, K, C)."""
-    if x.dim() < 2:
-        raise ValueError(f"expected (..., components, channels), got shape {tuple(x.shape)}")
-    return tuple(x.shape[:-2]), x.reshape(-1, x.shape[-2], x.shape[-1])
