@@ -177,3 +177,16 @@ def test_bad_arguments_are_refused():
         spherical_harmonics(2, torch.randn(3, 3), "schmidt")
     with pytest.raises(ValueError, match="degrees"):
         gaunt_coefficients(1, -1, 2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tables_keep_float64_when_built_under_a_float32_default(backend):
+    """Built with float32 as the default dtype (as models are before ``.to(float64)``), the module
+    runs in float32 and, cast to float64, is exact again: its tables are float64 until cast."""
+    torch.set_default_dtype(torch.float32)
+    tp = GauntTensorProduct(3, 2, 5, 2, "both", backend)
+    assert tp(torch.randn(4, 16, 2), torch.randn(4, 9, 2)).dtype == torch.float32
+    tp = tp.double()
+    x1, x2 = torch.randn(4, 16, 2, dtype=torch.float64), torch.randn(4, 9, 2, dtype=torch.float64)
+    out = tp(x1, x2)
+    torch.testing.assert_close(out[:, 0], gaunt_contraction(x1, x2, gaunt_coefficients(3, 2, 5)), rtol=0, atol=1e-10)

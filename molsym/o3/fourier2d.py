@@ -162,10 +162,12 @@ class TorusGrid(nn.Module):
                 for part, table in projection_table(l, self.n_theta, bracket).items():
                     self.register_buffer(f"{'k' if bracket else 'j'}{part}_{l}", table, persistent=False)
 
-    def _table(self, name: str, lmax: int) -> torch.Tensor:
+    def _table(self, name: str, lmax: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A table of degree ``lmax`` (float64 buffers unless the module was cast), cast to ``dtype``."""
         if lmax not in self.degrees:
             raise ValueError(f"this torus holds degrees {self.degrees}, not {lmax}")
-        return getattr(self, f"{name}_{lmax}")
+        table = getattr(self, f"{name}_{lmax}")
+        return table if dtype is None else table.to(dtype)
 
     def coefficients(self, x: torch.Tensor, lmax: int) -> torch.Tensor:
         """SH coefficients (..., D, C) -> 2D Fourier coefficients F[u, v], v >= 0, zero-padded to
@@ -179,7 +181,7 @@ class TorusGrid(nn.Module):
         shape = (lmax + 1, lmax + 1, rows.shape[1])
         plus = rows.index_select(0, self._table("plus", lmax)).view(shape)  # (V, l, B C)
         minus = rows.index_select(0, self._table("minus", lmax)).view(shape)
-        table = torch.complex(self._table("qre", lmax), self._table("qim", lmax))  # (V, N_θ, l)
+        table = torch.complex(self._table("qre", lmax, x.dtype), self._table("qim", lmax, x.dtype))  # (V, N_θ, l)
         return torch.bmm(table, torch.complex(plus, -minus)).permute(2, 1, 0)  # (B C, N_θ, V)
 
     def _to_values(self, spectrum: torch.Tensor, lead, channels: int) -> torch.Tensor:
@@ -200,7 +202,7 @@ class TorusGrid(nn.Module):
         """(∂f/∂θ, ∂f/∂φ) at the torus points, each (..., P, C) (the F times iu and iv)."""
         spectrum = self.coefficients(x, lmax)
         lead, c = tuple(x.shape[:-2]), x.shape[-1]
-        u, v = self._table("u", lmax), self._table("v", lmax)
+        u, v = self._table("u", lmax, x.dtype), self._table("v", lmax, x.dtype)
         return (self._to_values(spectrum * (1j * u), lead, c), self._to_values(spectrum * (1j * v), lead, c))
 
     @staticmethod
@@ -220,7 +222,8 @@ class TorusGrid(nn.Module):
         grid = values.reshape(-1, self.num_points, c).transpose(1, 2).reshape(-1, self.n_theta, self.n_phi)
         spectrum = torch.fft.rfft(grid, dim=2, norm="forward")[:, :, :lmax + 1].permute(2, 1, 0)
         spectrum = torch.fft.fft(spectrum, dim=1, norm="forward")  # (V, N_θ, B C): rfft in φ, then fft in θ
-        table = torch.complex(self._table(kind + "re", lmax), self._table(kind + "im", lmax))  # (V, L+1, N_θ)
+        real, imag = self._table(kind + "re", lmax, values.dtype), self._table(kind + "im", lmax, values.dtype)
+        table = torch.complex(real, imag)  # (V, L+1, N_θ)
         sums = torch.bmm(table, spectrum)  # (V, L+1, B C)
         orders = torch.cat((-sums.imag[1:].flip(0), sums.real), dim=0).flatten(0, 1)  # (M (L+1), B C)
         out = orders.index_select(0, self._table("scatter", lmax)).view((lmax + 1) ** 2, -1, c)

@@ -110,10 +110,12 @@ class GaussGrid(nn.Module):
             self.register_buffer(f"gather_{l}", order_gather_index(l), persistent=False)
             self.register_buffer(f"scatter_{l}", order_scatter_index(l), persistent=False)
 
-    def _table(self, name: str, lmax: int) -> torch.Tensor:
+    def _table(self, name: str, lmax: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A table of degree ``lmax`` (float64 buffers unless the module was cast), cast to ``dtype``."""
         if lmax not in self.degrees:
             raise ValueError(f"this grid holds degrees {self.degrees}, not {lmax}")
-        return getattr(self, f"{name}_{lmax}")
+        table = getattr(self, f"{name}_{lmax}")
+        return table if dtype is None else table.to(dtype)
 
     def _rows(self, x: torch.Tensor, lmax: int) -> tuple[tuple[int, ...], torch.Tensor]:
         """(..., D, C) -> leading shape and the per-order table (M, L+1, B C) (zeros where l < |m|),
@@ -136,15 +138,17 @@ class GaussGrid(nn.Module):
     def values(self, x: torch.Tensor, lmax: int) -> torch.Tensor:
         """Coefficients (..., (lmax+1)², C) -> values at the P points (..., P, C)."""
         lead, orders = self._rows(x, lmax)
-        return self._synthesis(orders, self._table("theta", lmax), self._table("phi", lmax), lead, x.shape[-1])
+        theta, phi = self._table("theta", lmax, x.dtype), self._table("phi", lmax, x.dtype)
+        return self._synthesis(orders, theta, phi, lead, x.shape[-1])
 
     def gradient(self, x: torch.Tensor, lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Components of the surface gradient ∇f = a e_θ + b e_φ at the points: a = ∂f/∂θ and
         b = (1/sin θ) ∂f/∂φ, each (..., P, C)."""
         lead, orders = self._rows(x, lmax)
         c = x.shape[-1]
-        a = self._synthesis(orders, self._table("dtheta", lmax), self._table("phi", lmax), lead, c)
-        b = self._synthesis(orders, self._table("theta_over_sin", lmax), self._table("dphi", lmax), lead, c)
+        a = self._synthesis(orders, self._table("dtheta", lmax, x.dtype), self._table("phi", lmax, x.dtype), lead, c)
+        b = self._synthesis(orders, self._table("theta_over_sin", lmax, x.dtype), self._table("dphi", lmax, x.dtype),
+                            lead, c)
         return a, b
 
     @staticmethod
@@ -165,8 +169,8 @@ class GaussGrid(nn.Module):
             raise ValueError(f"expected (..., {self.num_points}, channels) values, got shape {tuple(values.shape)}")
         lead, c = tuple(values.shape[:-2]), values.shape[-1]
         points = values.reshape(-1, self.num_points, c).transpose(0, 1).reshape(self.n_phi, -1)  # (n_φ, n_θ B C)
-        partial = (self._table("analysis_phi", lmax).T @ points).view(2 * lmax + 1, self.n_theta, -1)
-        orders = torch.bmm(self._table("analysis_theta", lmax), partial).flatten(0, 1)  # (M (L+1), B C)
+        partial = (self._table("analysis_phi", lmax, values.dtype).T @ points).view(2 * lmax + 1, self.n_theta, -1)
+        orders = torch.bmm(self._table("analysis_theta", lmax, values.dtype), partial).flatten(0, 1)  # (M (L+1), B C)
         out = orders.index_select(0, self._table("scatter", lmax)).view((lmax + 1) ** 2, -1, c)
         return out.transpose(0, 1).reshape(*lead, (lmax + 1) ** 2, c)
 

@@ -146,7 +146,7 @@ class GauntConvolution(nn.Module):
         n, c = h.shape[0], h.shape[-1]
         sampler = self.sampler
         i, j = edge_index[0], edge_index[1]
-        cosines = unit @ sampler.points.T  # (D, P)
+        cosines = unit @ sampler.points.to(unit.dtype).T  # (D, P)
         kernels = legendre_kernels(cosines, self.filter_lmax, self.bracket)
         filter_values = torch.bmm(kernels[0], weights)  # (D, P, C)
         values = sampler.values(h, self.lmax_in)  # (N, S_in, P, C)
@@ -159,7 +159,7 @@ class GauntConvolution(nn.Module):
         a, b = sampler.gradient(h, self.lmax_in)  # (N, S_in, P, C) each
         first, second = sampler.curl_frame()  # (P, 3)
         # r̂_ij . (a E1 - b E2) at every point: the sender's curl seen along the edge
-        along_first, along_second = unit @ first.T, unit @ second.T  # (D, P)
+        along_first, along_second = unit @ first.to(unit.dtype).T, unit @ second.to(unit.dtype).T  # (D, P)
         curl = (a.index_select(0, j) * along_first[:, None, :, None]
                 - b.index_select(0, j) * along_second[:, None, :, None])  # (D, S_in, P, C)
         odd = curl * torch.bmm(kernels[1], odd_weights).unsqueeze(1)
