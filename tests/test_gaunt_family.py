@@ -164,6 +164,7 @@ class AtomicEnergies(torch.nn.Module):
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
 @pytest.mark.parametrize("backend", ["grid", "fft"])
 def test_atomic_energies_trace_with_torchscript(backend):
     """torch.jit.trace records the model (no data-dependent Python control flow in the Gaunt
