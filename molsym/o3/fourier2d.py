@@ -12,8 +12,8 @@ functions is the 2D convolution of their Fourier coefficients.
   F[u, -v] = conj F[-u, v]. The table holds (L+1) x (2L+1) x (L+1) nonzero numbers (one of
   Re T, Im T per v; stored zero-padded to the torus's N_θ wrapped frequencies), O(L^3),
   never a dense ((2L+1)², (L+1)²) matrix.
-* Product: the coefficients are zero-padded to the (N_θ, N_φ) torus, N_θ = 2 Ld + 1 and
-  N_φ = max(Ld + Lout + 1, 2 max(L1, L2) + 1) for a product of degree Ld = L1 + L2
+* Product: the coefficients are zero-padded to the (N_θ, N_φ) torus, N_θ >= 2 Ld + 1 and
+  N_φ >= max(Ld + Lout + 1, 2 max(L1, L2) + 1) (rounded up to 2-3-5-smooth lengths) for a product of degree Ld = L1 + L2
   projected on degrees <= Lout (no aliasing in θ; in φ none onto |v| <= Lout), taken to
   values by an inverse FFT along θ (on the nonzero orders only) and an inverse real FFT
   along φ (``torch.fft.ifft``, ``irfft``: two 1D transforms, faster than one ``irfft2``),
@@ -42,14 +42,30 @@ from torch import nn
 from molsym.o3.sphere import legendre_theta, order_scatter_index
 
 
+def fft_length(n: int) -> int:
+    """The smallest length >= n whose prime factors are 2, 3 and 5 (FFTs of prime lengths such as
+    29, 37 or 41 go through Bluestein's algorithm, several times slower; extra zero padding keeps
+    every product exact)."""
+    m = max(int(n), 1)
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
 def torus_size(degree: int, lmax_out: int, lmax_in: int = 0) -> tuple[int, int]:
     """(N_θ, N_φ) for products of degree <= ``degree`` of operands of degree <= ``lmax_in``,
-    projected on degrees <= ``lmax_out``: N_θ = 2 degree + 1, N_φ = max(degree + lmax_out + 1,
-    2 lmax_in + 1) (the rfft's half spectrum must hold the operands' orders)."""
+    projected on degrees <= ``lmax_out``: N_θ >= 2 degree + 1 (no aliasing), N_φ >=
+    max(degree + lmax_out + 1, 2 lmax_in + 1) (none onto |v| <= lmax_out, and the rfft's half
+    spectrum holds the operands' orders), each rounded up to a 2-3-5-smooth :func:`fft_length`."""
     for name, value in (("degree", degree), ("lmax_out", lmax_out)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return 2 * degree + 1, max(degree + lmax_out + 1, 2 * lmax_in + 1)
+    return fft_length(2 * degree + 1), fft_length(max(degree + lmax_out + 1, 2 * lmax_in + 1))
 
 
 @functools.lru_cache(maxsize=None)
