@@ -18,12 +18,15 @@ With more than one channel L stops at ``--max-l-16`` (at L = 10 and 16 channels 
 backend's values alone take ~1 GB per tensor).
 Median of ``--repeats`` calls after ``--warmup``; the growth exponent is the log-log slope of
 time against L over L >= 3. Absolute times depend on the machine's load (recorded).
+``--paired L ...`` measures only fft/grid, as the median ratio of back-to-back pairs of calls
+(robust to load that drifts between the table's columns).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -95,6 +98,20 @@ def dense_call(batch, lmax, channels, dtype, chunk=1000):
     return call
 
 
+def paired_ratio(first, second, repeats: int) -> float:
+    """Median over ``repeats`` back-to-back pairs of time(second) / time(first) (after one warm-up
+    call each): robust to load that drifts on the scale of seconds."""
+    first(), second()
+    ratios = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        first()
+        middle = time.perf_counter()
+        second()
+        ratios.append((time.perf_counter() - middle) / (middle - start))
+    return statistics.median(ratios)
+
+
 def timed(make, repeats, warmup):
     start = time.perf_counter()
     call = make()
@@ -116,11 +133,15 @@ def main(argv=None) -> int:
     parser.add_argument("--dense-max-l-16", type=int, default=6, help="the same with more than one channel")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--paired", type=int, nargs="*", default=[],
+                        help="only measure fft/grid by back-to-back pairs at these L (no table)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)
+    if args.paired:
+        return paired_main(args, dtype)
     results = {"batch": args.batch, "dtype": args.dtype, "threads": args.threads, "torch": torch.__version__,
                "loadavg_start": os.getloadavg(), "tables": {}}
     for channels in args.channels:
@@ -153,6 +174,25 @@ def main(argv=None) -> int:
     results["loadavg_end"] = os.getloadavg()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(args.json)
+    return 0
+
+
+def paired_main(args, dtype) -> int:
+    """fft/grid time ratios from back-to-back pairs (``--paired L ...``), per channel count."""
+    results = {"batch": args.batch, "dtype": args.dtype, "threads": args.threads, "repeats": args.repeats,
+               "loadavg_start": os.getloadavg(), "paired_fft_over_grid": {}}
+    for channels in args.channels:
+        for lmax in args.paired:
+            grid = gaunt_call(args.batch, lmax, channels, dtype, "grid")
+            fft = gaunt_call(args.batch, lmax, channels, dtype, "fft")
+            ratio = paired_ratio(grid, fft, args.repeats)
+            results["paired_fft_over_grid"][f"C={channels} L={lmax}"] = ratio
+            print(f"C = {channels}, L = {lmax}: fft / grid = {ratio:.2f} (median of {args.repeats} pairs)", flush=True)
+    results["loadavg_end"] = os.getloadavg()
+    if args.json:
         tmp = args.json.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1))
         tmp.replace(args.json)

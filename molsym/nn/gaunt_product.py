@@ -15,8 +15,8 @@ u2 (L2+1, C) applied to the operands and w (Lout+1, C) to the result:
 Backends: ``"grid"`` (``molsym.o3.sphere_grid``, Gauss-Legendre x uniform, band L1+L2+Lout),
 ``"fft"`` (``molsym.o3.fourier2d``, 2D Fourier basis and FFT), ``"auto"``: "grid", the
 faster at every L measured on CPU (benchmarks/bench_gaunt.py, benchmarks/results/gaunt_cpu.json:
-fft/grid time ratio 3.0-10.2 at L = 1..10 with 1 channel, 2.8-9.6 at L = 1..6 with 16, forward
-and backward, batch 10,000). The weights start at 1 (the plain product).
+fft/grid time ratio 2.5-9.4 at L = 1..10 with 1 channel; medians of back-to-back pairs 3.9-14
+at L = 3..10 with 1 and 16 channels; forward and backward, batch 10,000). The weights start at 1 (the plain product).
 """
 from __future__ import annotations
 
