@@ -4,7 +4,7 @@ A model config is plain data (YAML, checkpoints)::
 
     {"elements": [1, 6, 7, 8],              # required: atomic numbers
      "family": "tensornet",                 # a name for every layer, or one entry per layer:
-     #   ["tensornet", {"family": "e3nn", "lmax": 3, "paths": "all"}]
+     #   ["tensornet", {"family": "e3nn", "lmax": 3, "paths": "all"}, {"family": "gaunt", "correlation": 3}]
      "layers": 2,                           # (the length of a family list by default)
      "cutoff": 4.5, "e0": None, "scale": 1.0, "shift": 0.0,   # model-level only
      "repulsion": None,                     # or {"type": "zbl", "cutoff": "covalent" | Å} (molsym.nn.repulsion)
@@ -30,10 +30,11 @@ from molsym.nn.forms import FeatureForm, check_conversion
 from molsym.nn.interactions.base import Family
 from molsym.nn.interactions.e3nn_conv import E3NN
 from molsym.nn.interactions.escn import ESCN
+from molsym.nn.interactions.gaunt import GAUNT
 from molsym.nn.interactions.tensornet import TENSORNET
 from molsym.nn.repulsion import repulsion_config
 
-FAMILIES: dict[str, Family] = {"tensornet": TENSORNET, "e3nn": E3NN, "escn": ESCN}
+FAMILIES: dict[str, Family] = {"tensornet": TENSORNET, "e3nn": E3NN, "escn": ESCN, "gaunt": GAUNT}
 
 # keys of the whole model (not per layer)
 MODEL_DEFAULTS: dict[str, Any] = {
