@@ -11,7 +11,7 @@ import molsym
 from molsym.nn.forms import FeatureForm
 from molsym.nn.geometry import GeometryBuilder
 from molsym.nn.interactions.e3nn_conv import convolution_product, form_blocks, irreps_of, to_e3nn_layout
-from molsym.nn.interactions.escn import SO2Layout, so2_convolution
+from molsym.nn.interactions.escn import SO2Layout, shared_matrices, so2_convolution, so2_convolution_shared
 from molsym.nn.scatter import scatter_sum
 from molsym.o3.rotation import edge_frames
 from molsym.o3.wigner import wigner_blocks
@@ -176,6 +176,48 @@ def test_so2_convolution_equals_the_e3nn_oracle(lmax, parities_in):
     assert float((so2 - reference).abs().max()) < 1e-10 * scale
 
 
+@pytest.mark.parametrize("lmax", [1, 2, 3])
+@pytest.mark.parametrize("parities_in", [1, 2])
+def test_shared_mixing_equals_the_e3nn_oracle_with_separable_path_weights(lmax, parities_in):
+    """Shared mixing (one matrix per order, radial scales per (class, channel, degree) in) reproduces
+    e3nn's convolution whose path weights factor as u_pc g_{s l c}(r_ij) (g of the path's input
+    block): the matrices are the channel-diagonal ones of the A_m, B_m read off u, the scales g."""
+    channels = 2
+    atoms = bpa_frames(1)[0][:12]
+    atoms.append("H")
+    atoms.positions[-1] = atoms.positions[0] + [0.0, -1.1, 0.0]
+    graph = molsym.from_ase(Atoms(atoms.numbers, atoms.positions), 4.5)
+    geometry = GeometryBuilder(4.5, 4)(graph)
+    tp, tp1, blocks = _oracle(lmax, parities_in, channels)
+    gen = torch.Generator().manual_seed(10 + lmax)
+    n, pairs = graph["positions"].shape[0], geometry.pair_index.shape[1]
+    h = torch.randn(n, parities_in, (lmax + 1) ** 2, channels, generator=gen)
+    u = torch.randn(len(tp.instructions), channels, generator=gen)
+    g = torch.randn(pairs, parities_in, lmax + 1, channels, generator=gen)  # per pair, class, degree, channel
+    path_g = torch.stack([g[:, blocks[ins.i_in1][0], blocks[ins.i_in1][1]] for ins in tp1.instructions], dim=1)
+    layout = SO2Layout(lmax, lmax, lmax)
+    matrices = shared_matrices([w[0] for w in _so2_weights(tp1, blocks, layout, u[None], parities_in, channels)],
+                               layout)
+    scales = [geometry.directed(g[:, :, m:].transpose(2, 3)) for m in range(lmax + 1)]  # (D, S, C, n_in)
+    so2 = so2_convolution_shared(h, scales, matrices, geometry, layout, 2, 1.0)
+    reference = _e3nn_messages(tp, blocks, h, geometry, geometry.per_edge(u * path_g), lmax, channels)
+    scale = float(reference.abs().max())
+    assert scale > 1e-3 and float(reference[:, 1].abs().max()) > 1e-3 * scale
+    assert float((so2 - reference).abs().max()) < 1e-10 * scale
+
+
+def test_shared_mixing_is_equivariant_with_second_derivatives():
+    torch.manual_seed(2)
+    config = {"elements": [1, 6, 7, 8], "family": "escn", "channels": 4, "lmax": 3, "mmax": 2, "layers": 2,
+              "num_radial": 8, "radial_hidden": 16, "mixing": "shared"}
+    model = molsym.Potential.from_config(config).double()
+    graph = molsym.from_ase(bpa_frames(1)[0], model.cutoff)
+    testing.assert_equivariant(model, graph, 1e-10)
+    small = molsym.from_ase(_two_atoms_along([0.3, -1.0, 0.2], 0.0), model.cutoff)
+    testing.assert_forces_match_fd(model, small, rtol=1e-6)
+    testing.assert_hessian_matches_fd(model, small, rtol=1e-6)
+
+
 def _two_atoms_along(direction, offset: float):
     """H2O plus an O placed 1.3 Å from its oxygen along ``direction`` tilted by ``offset``."""
     from ase.build import molecule
@@ -209,5 +251,7 @@ def test_truncated_orders_stay_equivariant():
 def test_escn_settings_are_validated():
     with pytest.raises(ValueError, match=r"layer 1 \(escn\): 'mmax' must be <= 'lmax'"):
         molsym.Potential.from_config({"elements": [1], "family": "escn", "lmax": 2, "mmax": 3})
+    with pytest.raises(ValueError, match=r"'mixing' must be one of channelwise, shared, got 'full'"):
+        molsym.Potential.from_config({"elements": [1], "family": "escn", "mixing": "full"})
     model = molsym.Potential.from_config({"elements": [1], "family": "escn", "channels": 4})
     assert (model.interactions[0].layout.lmax_out, model.interactions[0].layout.mmax) == (4, 2)  # defaults

@@ -42,10 +42,16 @@ from molsym.nn.interactions.e3nn_conv import E3nnEmbedding, E3nnInvariants, e3nn
 from molsym.nn.scatter import scatter_sum
 
 
+MIXINGS = ("channelwise", "shared")
+
+
 @dataclass(frozen=True)
 class ESCNSettings:
     """Keys of an eSCN layer: channels C, degrees 0..lmax, orders 0..mmax kept in the edge frame,
-    the radial network (num_radial functions in, radial_hidden units) and avg_num_neighbors."""
+    the radial network (num_radial functions in, radial_hidden units), avg_num_neighbors and
+    the SO(2) mixing: "channelwise" (per edge and channel, A_m and B_m from the radial network)
+    or "shared" (per edge, a radial scaling of each (class, channel, degree), then one learnt
+    matrix per order mixing them jointly; :func:`so2_convolution_shared`)."""
 
     channels: int = 128
     lmax: int = 4
@@ -53,6 +59,7 @@ class ESCNSettings:
     num_radial: int = 32
     radial_hidden: int = 64
     avg_num_neighbors: float = 16.0
+    mixing: str = "channelwise"
 
     def __post_init__(self):
         check_positive_int("channels", self.channels)
@@ -63,6 +70,8 @@ class ESCNSettings:
         check_positive_int("num_radial", self.num_radial)
         check_positive_int("radial_hidden", self.radial_hidden)
         check_positive_float("avg_num_neighbors", self.avg_num_neighbors)
+        if self.mixing not in MIXINGS:
+            raise ValueError(f"'mixing' must be one of {', '.join(MIXINGS)}, got {self.mixing!r}")
 
 
 def escn_output_form(settings: ESCNSettings, input_form: FeatureForm) -> FeatureForm:
@@ -75,15 +84,16 @@ def escn_output_form(settings: ESCNSettings, input_form: FeatureForm) -> Feature
 class SO2Layout:
     """The edge frame's bookkeeping for degrees 0..lmax_in -> 0..lmax_out, orders <= mmax.
 
-    Frame coefficients of degree l are kept for m = -k..k, k = min(l, mmax) (``kept_in``,
-    ``kept_out``); ``orders[m]`` = (n_in, n_out), the numbers of input and output degrees l >= m.
+    ``orders[m]`` = (n_in, n_out), the numbers of input and output degrees l >= m, for
+    m = 0..top, top = min(mmax, lmax_in, lmax_out). Frame coefficients are held order-major:
+    order 0 for l = m..lmax, then for each m >= 1 the pairs (+m, -m) for l = m..lmax, so the
+    coefficients of order ±m of all degrees are one contiguous run of (n, 2).
     """
 
     def __init__(self, lmax_in: int, lmax_out: int, mmax: int):
         self.lmax_in, self.lmax_out, self.mmax = lmax_in, lmax_out, mmax
-        self.kept_in = [min(l, mmax) for l in range(lmax_in + 1)]
-        self.kept_out = [min(l, mmax) for l in range(lmax_out + 1)]
         self.orders = [(lmax_in - m + 1, lmax_out - m + 1) for m in range(min(mmax, lmax_in, lmax_out) + 1)]
+        self.top = len(self.orders) - 1
 
     def weight_shapes(self, parities_in: int, channels: int) -> list[tuple[int, ...]]:
         """Per-edge shapes of A_0, A_1, B_1, A_2, B_2, ...: (S_in, C, n_out, n_in) each."""
@@ -93,61 +103,170 @@ class SO2Layout:
         return shapes
 
 
+def frame_rows(lmax: int, top: int) -> list[tuple[int, int]]:
+    """(l, order) of each kept frame coefficient, order-major (see :class:`SO2Layout`)."""
+    rows = [(l, 0) for l in range(lmax + 1)]
+    for m in range(1, top + 1):
+        rows += [(l, sign * m) for l in range(m, lmax + 1) for sign in (1, -1)]
+    return rows
+
+
+def so2_frame_rotation(blocks: list[torch.Tensor], lmax: int, top: int) -> torch.Tensor:
+    """The Wigner-D rows of the kept frame coefficients as one matrix per edge.
+
+    blocks: D^l (D, 2l+1, 2l+1) for l = 0..(>= lmax). Returns (D, K, (lmax+1)^2), block-diagonal
+    in the degrees, its rows the orders |m| <= top of every degree in the order of
+    :func:`frame_rows`, so one batched matmul rotates all degrees into the frame and reorders
+    them order-major (its transpose rotates back).
+    """
+    size = (lmax + 1) ** 2
+    padded, start, index = [], {}, []
+    for l in range(lmax + 1):
+        k = min(l, top)
+        start[l] = sum(2 * min(d, top) + 1 for d in range(l))
+        block = blocks[l][:, l - k:l + k + 1]
+        padded.append(torch.nn.functional.pad(block, (l * l, size - (l + 1) ** 2)))
+    for l, m in frame_rows(lmax, top):
+        index.append(start[l] + min(l, top) + m)
+    by_degree = torch.cat(padded, dim=1)
+    return by_degree.index_select(1, torch.tensor(index, dtype=torch.long, device=by_degree.device))
+
+
+def frame_rotation(geometry: EdgeGeometry, lmax: int, top: int) -> torch.Tensor:
+    """:func:`so2_frame_rotation` of ``geometry.directed_wigner``, computed once per geometry."""
+    key = f"so2_frame_rotation_{lmax}_{top}"
+    rotation = geometry._cache.get(key)
+    if rotation is None:
+        rotation = so2_frame_rotation(geometry.directed_wigner(max(lmax, geometry.frame_lmax)), lmax, top)
+        geometry._cache[key] = rotation
+    return rotation
+
+
+def rotate_into_frames(h: torch.Tensor, geometry: EdgeGeometry, layout: SO2Layout) -> torch.Tensor:
+    """Senders' features h (N, S, (L_in+1)^2, C) in the directed edges' frames: (D, S, C, K_in)."""
+    n, parities, size, c = h.shape
+    sender = h.transpose(2, 3).reshape(n, parities * c, size).index_select(0, geometry.directed_index[1])
+    frame = torch.bmm(sender, frame_rotation(geometry, layout.lmax_in, layout.top).transpose(1, 2))
+    return frame.view(sender.shape[0], parities, c, frame.shape[-1])
+
+
+def rotate_back_and_sum(frame: torch.Tensor, geometry: EdgeGeometry, layout: SO2Layout, num_nodes: int,
+                        inv_avg_neighbors: float) -> torch.Tensor:
+    """Messages (D, S, C, K_out) in the edge frames, rotated back and summed onto receivers:
+    (N, S, (L_out+1)^2, C), divided by avg_num_neighbors."""
+    edges, parities, c, rows = frame.shape
+    rotation = frame_rotation(geometry, layout.lmax_out, layout.top)  # (D, K_out, (L_out+1)^2)
+    size = rotation.shape[-1]
+    messages = torch.bmm(frame.reshape(edges, parities * c, rows), rotation)
+    aggregated = scatter_sum(messages.view(edges, parities * c * size), geometry.directed_index[0], num_nodes)
+    return (aggregated * inv_avg_neighbors).view(num_nodes, parities, c, size).transpose(2, 3)
+
+
+def order_slices(layout: SO2Layout, n_of) -> list[slice]:
+    """The frame columns of each order m: n_of(m) for m = 0, 2 n_of(m) pairs after."""
+    slices, start = [], 0
+    for m in range(len(layout.orders)):
+        width = n_of(m) * (1 if m == 0 else 2)
+        slices.append(slice(start, start + width))
+        start += width
+    return slices
+
+
 def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: EdgeGeometry, layout: SO2Layout,
                     parities_out: int, inv_avg_neighbors: float) -> torch.Tensor:
     """Messages summed onto receivers: h (N, S_in, (L_in+1)^2, C) -> (N, S_out, (L_out+1)^2, C).
 
     ``weights``: [A_0, A_1, B_1, A_2, B_2, ...] per directed edge (order of
     ``geometry.directed_index``), A_m and B_m of shape (D, S_in, C, n_out(m), n_in(m)).
-    Frame coefficients move as lists of (D, S, C) rows (stacked and unbound, never gathered
-    by index), so the backward pass allocates nothing the size of the frame per order.
+    One batched matmul rotates all degrees in (order-major), one per order m applies A_m and
+    one B_m to the (+m, -m) pair as two columns, one rotates back.
     """
     n, parities_in, _, c = h.shape
-    i, j = geometry.directed_index
-    blocks = geometry.directed_wigner(max(layout.lmax_in, layout.lmax_out))
-    nodes = h.permute(0, 2, 1, 3).reshape(n, (layout.lmax_in + 1) ** 2, parities_in * c)  # (N, D_in, S_in C)
-    sender = nodes.index_select(0, j)
-    edges = sender.shape[0]
-    rows = []  # rows[l][k + m]: (D, S_in, C), frame coefficient of degree l and order m
-    for l, k in enumerate(layout.kept_in):
-        rotated = blocks[l][:, l - k:l + k + 1] @ sender[:, l * l:(l + 1) ** 2]
-        rows.append(rotated.view(edges, 2 * k + 1, parities_in, c).unbind(1))
-    out_rows = [[None] * (2 * k + 1) for k in layout.kept_out]
+    frame = rotate_into_frames(h, geometry, layout)  # (D, S_in, C, K_in)
+    edges = frame.shape[0]
+    columns = order_slices(layout, lambda m: layout.orders[m][0])
+    out = []
     for m, (n_in, n_out) in enumerate(layout.orders):
-        degrees_in = range(m, m + n_in)
-        plus = torch.stack([rows[l][layout.kept_in[l] + m] for l in degrees_in], dim=-1)  # (D, S_in, C, n_in)
-        a = weights[0] if m == 0 else weights[2 * m - 1]
-        a_plus = (a * plus.unsqueeze(-2)).sum(-1)  # (D, S_in, C, n_out)
+        x = frame[..., columns[m]].reshape(edges, parities_in, c, n_in, 1 if m == 0 else 2)  # x+ (, x-)
+        y = (weights[0] if m == 0 else weights[2 * m - 1]) @ x  # A x+ (, A x-): (D, S_in, C, n_out, .)
+        if m > 0:
+            bx = weights[2 * m] @ x  # B x+, B x-
+            # y+ = A x+ + B x-, y- = A x- - B x+, with B taking class s to 1 - s
+            switched = torch.stack((bx[..., 1], -bx[..., 0]), dim=-1)
+            y = y + switched.flip(1) if parities_in == 2 else torch.cat((y, switched), dim=1)
+        elif parities_in < parities_out:
+            y = torch.cat((y, torch.zeros_like(y)), dim=1)
+        out.append(y.reshape(edges, parities_out, c, n_out * (1 if m == 0 else 2)))
+    return rotate_back_and_sum(torch.cat(out, dim=-1), geometry, layout, n, inv_avg_neighbors)
+
+
+def so2_convolution_shared(h: torch.Tensor, scales: list[torch.Tensor], matrices: list[torch.Tensor],
+                           geometry: EdgeGeometry, layout: SO2Layout, parities_out: int,
+                           inv_avg_neighbors: float) -> torch.Tensor:
+    """The SO(2) convolution with shared mixing: h (N, S_in, (L_in+1)^2, C) -> (N, S_out, (L_out+1)^2, C).
+
+    Per order m the frame coefficients are scaled per edge by ``scales[m]`` (D, S_in, C, n_in(m))
+    (from the radial network; the same for +m and -m), then mixed over (class, channel, degree)
+    jointly by one GEMM with the learnt matrix ``matrices[m]``:
+    m = 0: (S_in, C n_out, C n_in), one block per class (class-keeping);
+    m >= 1: (S_out C n_out, S_in C n_in) = [[A_0, B_1], [-B_0, A_1]] (S_in = 2) or [[A_0], [-B_0]]
+    (S_in = 1), applied to the rows (x+[0], x-[1]) and (x-[0], -x+[1]) of every edge, which
+    gives (y+[0], y-[1]) and (y-[0], -y+[1]) with y+ = A x+ + B x-, y- = A x- - B x+ (B switching
+    the class). With channel-diagonal matrices this is the channel-wise convolution with
+    A_m[s, c] scaled column-wise by ``scales[m][:, s, c]`` (:func:`shared_matrices`).
+    """
+    n, parities_in, _, c = h.shape
+    frame = rotate_into_frames(h, geometry, layout)  # (D, S_in, C, K_in)
+    edges = frame.shape[0]
+    columns = order_slices(layout, lambda m: layout.orders[m][0])
+    out = []
+    for m, (n_in, n_out) in enumerate(layout.orders):
+        x = frame[..., columns[m]].reshape(edges, parities_in, c, n_in, 1 if m == 0 else 2)
+        x = x * scales[m].unsqueeze(-1)
         if m == 0:
-            y_plus, y_minus = _classes(a_plus, parities_out), None
+            rows = x.reshape(edges, parities_in, c * n_in).transpose(0, 1)  # (S_in, D, C n_in)
+            y = torch.bmm(rows, matrices[0].transpose(1, 2)).transpose(0, 1).reshape(edges, parities_in, c, n_out)
+            if parities_in < parities_out:
+                y = torch.cat((y, torch.zeros_like(y)), dim=1)
+            out.append(y)
+            continue
+        plus, minus = x.unbind(-1)  # (D, S_in, C, n_in) each
+        if parities_in == 2:
+            first = torch.stack((plus[:, 0], minus[:, 1]), dim=1)
+            second = torch.stack((minus[:, 0], -plus[:, 1]), dim=1)
         else:
-            minus = torch.stack([rows[l][layout.kept_in[l] - m] for l in degrees_in], dim=-1)
-            b = weights[2 * m]
-            a_minus = (a * minus.unsqueeze(-2)).sum(-1)
-            b_plus = (b * plus.unsqueeze(-2)).sum(-1)
-            b_minus = (b * minus.unsqueeze(-2)).sum(-1)
-            if parities_in == 2:
-                y_plus, y_minus = a_plus + b_minus.flip(1), a_minus - b_plus.flip(1)
-            else:
-                y_plus, y_minus = torch.cat((a_plus, b_minus), dim=1), torch.cat((a_minus, -b_plus), dim=1)
-        for index, l in enumerate(range(m, m + n_out)):
-            k = layout.kept_out[l]
-            out_rows[l][k + m] = y_plus[..., index]
-            if y_minus is not None:
-                out_rows[l][k - m] = y_minus[..., index]
-    messages = torch.cat([
-        blocks[l][:, l - k:l + k + 1].transpose(1, 2)
-        @ torch.stack(out_rows[l], dim=1).reshape(edges, 2 * k + 1, parities_out * c)
-        for l, k in enumerate(layout.kept_out)], dim=1)  # (D, D_out, S_out C)
-    aggregated = scatter_sum(messages, i, n) * inv_avg_neighbors
-    return aggregated.view(n, (layout.lmax_out + 1) ** 2, parities_out, c).permute(0, 2, 1, 3)
+            first, second = plus, minus
+        rows = torch.stack((first, second), dim=1).reshape(2 * edges, parities_in * c * n_in)
+        mixed = torch.nn.functional.linear(rows, matrices[m]).view(edges, 2, 2, c, n_out)
+        # mixed[:, 0] = (y+[0], y-[1]), mixed[:, 1] = (y-[0], -y+[1])
+        y_plus = torch.stack((mixed[:, 0, 0], -mixed[:, 1, 1]), dim=1)
+        y_minus = torch.stack((mixed[:, 1, 0], mixed[:, 0, 1]), dim=1)
+        out.append(torch.stack((y_plus, y_minus), dim=-1).reshape(edges, 2, c, 2 * n_out))
+    return rotate_back_and_sum(torch.cat(out, dim=-1), geometry, layout, n, inv_avg_neighbors)
 
 
-def _classes(x: torch.Tensor, parities: int) -> torch.Tensor:
-    """(D, S, C, n) with S classes -> ``parities`` classes, zero-padded."""
-    if x.shape[1] < parities:
-        x = torch.cat((x, torch.zeros_like(x)), dim=1)
-    return x
+def shared_matrices(blocks: list[torch.Tensor], layout: SO2Layout) -> list[torch.Tensor]:
+    """The shared-mixing matrices equal to edge-independent channel-wise blocks.
+
+    blocks: [A_0, A_1, B_1, ...], each (S_in, C, n_out, n_in). Returns the channel-diagonal
+    matrices of :func:`so2_convolution_shared` (shapes there), so that with scales of ones
+    the two convolutions agree (and with scales s, A and B multiplied column-wise by s).
+    """
+    parities, c = blocks[0].shape[:2]
+    eye = torch.eye(c, dtype=blocks[0].dtype, device=blocks[0].device)
+
+    def diagonal(block):  # (C, n_out, n_in) -> (C n_out, C n_in)
+        return torch.einsum("cd,coi->codi", eye, block).reshape(c * block.shape[1], c * block.shape[2])
+
+    matrices = [torch.stack([diagonal(blocks[0][s]) for s in range(parities)])]
+    for m in range(1, len(layout.orders)):
+        a, b = blocks[2 * m - 1], blocks[2 * m]
+        if parities == 2:
+            rows = [[diagonal(a[0]), diagonal(b[1])], [-diagonal(b[0]), diagonal(a[1])]]
+        else:
+            rows = [[diagonal(a[0])], [-diagonal(b[0])]]
+        matrices.append(torch.cat([torch.cat(row, dim=1) for row in rows], dim=0))
+    return matrices
 
 
 class SpatialGate(nn.Module):
@@ -190,7 +309,17 @@ class ESCNConvolution(Interaction):
         self.layout = SO2Layout(input_form.lmax, settings.lmax, settings.mmax)
         hidden_form = FeatureForm.spherical(c, input_form.lmax, input_form.parities)
         self.linear_in = ChannelMap(input_form, hidden_form)
-        self.weight_shapes = self.layout.weight_shapes(input_form.parities, c)
+        self.mixing = settings.mixing
+        if self.mixing == "shared":
+            s_in, s_out = input_form.parities, self.output_form.parities
+            self.weight_shapes = [(s_in, c, n_in) for n_in, _ in self.layout.orders]
+            shapes = [(s_in, c * n_out, c * n_in) if m == 0 else (s_out * c * n_out, s_in * c * n_in)
+                      for m, (n_in, n_out) in enumerate(self.layout.orders)]
+            fan_in = [s_in * c * n_in if m else c * n_in for m, (n_in, _) in enumerate(self.layout.orders)]
+            self.so2_matrices = nn.ParameterList(
+                [nn.Parameter(torch.randn(shape) / math.sqrt(f)) for shape, f in zip(shapes, fan_in)])
+        else:
+            self.weight_shapes = self.layout.weight_shapes(input_form.parities, c)
         self.weight_sizes = [math.prod(shape) for shape in self.weight_shapes]
         self.radial_mlp = nn.Sequential(
             nn.Linear(settings.num_radial, settings.radial_hidden), nn.SiLU(),
@@ -204,15 +333,21 @@ class ESCNConvolution(Interaction):
         return [RadialNetwork(self.radial_mlp, self.num_radial)]
 
     def edge_weights(self, geometry: EdgeGeometry) -> list[torch.Tensor]:
-        """[A_0, A_1, B_1, ...] per directed edge, each (D, S_in, C, n_out, n_in)."""
-        flat = geometry.directed(geometry.pair_weights(self.radial_mlp, self.num_radial))
-        return [w.reshape(-1, *shape) for w, shape in zip(flat.split(self.weight_sizes, dim=1), self.weight_shapes)]
+        """Per directed edge: channelwise, [A_0, A_1, B_1, ...], each (D, S_in, C, n_out, n_in);
+        shared, the scales of each order, (D, S_in, C, n_in)."""
+        pair = geometry.pair_weights(self.radial_mlp, self.num_radial)
+        return [geometry.directed(w).reshape(w.shape[0] * (2 if geometry.symmetric else 1), *shape)
+                for w, shape in zip(pair.split(self.weight_sizes, dim=1), self.weight_shapes)]
 
     def forward(self, features: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:
         """features (N, S_in, D_in, C_in) of ``input_form`` -> (N, S, D, C) of ``output_form``."""
         h = self.linear_in(features)
-        messages = so2_convolution(h, self.edge_weights(geometry), geometry, self.layout,
-                                   self.output_form.parities, self.inv_avg_neighbors)
+        if self.mixing == "shared":
+            messages = so2_convolution_shared(h, self.edge_weights(geometry), list(self.so2_matrices), geometry,
+                                              self.layout, self.output_form.parities, self.inv_avg_neighbors)
+        else:
+            messages = so2_convolution(h, self.edge_weights(geometry), geometry, self.layout,
+                                       self.output_form.parities, self.inv_avg_neighbors)
         update = self.gate(self.linear_out(messages), messages) + self.self_interaction(features)
         skip = residual(features, self.input_form, self.output_form)
         return update if skip is None else skip + update
