@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-scatter bench clean venv
+.PHONY: demo test test-slow test-scatter bench bench-escn-fairchem clean venv
 
 venv: $(STAMP)
 
@@ -43,6 +43,23 @@ bench: $(STAMP)
 	else \
 	  OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_tensornet.py --no-torchmdnet; \
 	fi
+
+# eSCN message step against fairchem's SO2_Convolution: fairchem-core without its dependencies (no
+# second torch) in a side environment, with molsym and the few pure-Python packages both import
+FAIRCHEM_VENV := fairchem-venv
+FAIRCHEM_STAMP := $(FAIRCHEM_VENV)/.installed
+
+$(FAIRCHEM_STAMP): pyproject.toml
+	test -x $(FAIRCHEM_VENV)/bin/python || $(PYTHON) -m venv $(FAIRCHEM_VENV)
+	$(FAIRCHEM_VENV)/bin/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(FAIRCHEM_VENV)/bin/pip install --quiet --no-deps fairchem-core e3nn opt-einsum-fx vesin
+	$(FAIRCHEM_VENV)/bin/pip install --quiet "numpy>=1.24" scipy opt-einsum "ase>=3.23" pyyaml tqdm matplotlib
+	$(FAIRCHEM_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $(FAIRCHEM_STAMP)
+
+bench-escn-fairchem: $(FAIRCHEM_STAMP)
+	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 $(FAIRCHEM_VENV)/bin/python benchmarks/bench_escn_fairchem.py \
+	  --json benchmarks/results/escn_fairchem_cpu.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info
