@@ -10,7 +10,7 @@ parameter), one step each, interleaved call by call:
   ``SO2_Convolution`` (radial MLP inside, shared channel mixing, SO(3): one parity class),
   rotated back by the transpose, summed onto receivers;
 - molsym channelwise / shared: ``so2_convolution`` / ``so2_convolution_shared`` of
-  ``molsym.nn.interactions.escn`` with the layer's radial MLP, one parity class in and both
+  ``molsym.nn.interactions.so2_conv`` with the eSCN layer's radial MLP, one parity class in and both
   out (O(3): the class-switching B blocks make pseudotensors, so the output is twice
   fairchem's). The edge frames (Wigner-D) are computed once, outside the timed step, for both.
 fairchem is imported from fairchem-venv (``pip install --no-deps fairchem-core``); only its
@@ -39,8 +39,9 @@ import molsym  # noqa: E402
 from molsym.data.graph import to_device  # noqa: E402
 from molsym.nn.forms import FeatureForm  # noqa: E402
 from molsym.nn.geometry import GeometryBuilder  # noqa: E402
-from molsym.nn.interactions.escn import (  # noqa: E402
-    ESCNConvolution, ESCNSettings, frame_rotation, so2_convolution, so2_convolution_shared,
+from molsym.nn.interactions.escn import ESCNConvolution, ESCNSettings  # noqa: E402
+from molsym.nn.interactions.so2_conv import (  # noqa: E402
+    frame_rotation, so2_convolution, so2_convolution_shared,
 )
 from molsym.nn.scatter import scatter_sum  # noqa: E402
 
@@ -62,28 +63,16 @@ def fairchem_so2_layers():
     return sys.modules["fairchem_uma_nn.so2_layers"]
 
 
-def fairchem_order(lmax: int, mmax: int) -> torch.Tensor:
-    """Rows of molsym's order-major frame (pairs (+m, -m) per degree) in fairchem's order (per m:
-    all +m, then all -m)."""
-    index, start = list(range(lmax + 1)), lmax + 1
-    for m in range(1, mmax + 1):
-        n = lmax - m + 1
-        index += [start + 2 * k for k in range(n)] + [start + 2 * k + 1 for k in range(n)]
-        start += 2 * n
-    return torch.tensor(index)
-
-
 def steps(graph, lmax, mmax, channels, num_radial, hidden, dtype):
     builder = GeometryBuilder(4.5, num_radial, frame_lmax=lmax).to(dtype)
     with torch.no_grad():  # fixed positions: no gradients into the geometry
         geometry = builder(graph)
-        for top in range(min(mmax, lmax) + 1):
-            frame_rotation(geometry, lmax, top)
+        frame_rotation(geometry, lmax, min(mmax, lmax))
     i, j = geometry.directed_index
     n = graph["positions"].shape[0]
     gen = torch.Generator().manual_seed(lmax * 10 + mmax)
     x = torch.randn(n, (lmax + 1) ** 2, channels, generator=gen, dtype=dtype, requires_grad=True)
-    h = x.detach().transpose(1, 2).unsqueeze(1).transpose(2, 3).contiguous().requires_grad_(True)  # (N, 1, D, C)
+    h = x.detach().unsqueeze(1).requires_grad_(True)  # (N, 1, (L+1)^2, C)
     form = FeatureForm.spherical(channels, lmax, 1)
     calls = {}
     for mixing in ("channelwise", "shared"):
@@ -104,7 +93,7 @@ def steps(graph, lmax, mmax, channels, num_radial, hidden, dtype):
     mapping = types.SimpleNamespace(m_size=[lmax + 1 - m for m in range(mmax + 1)])
     conv = so2.SO2_Convolution(channels, channels, lmax, mmax, mapping, internal_weights=False,
                                edge_channels_list=[num_radial, hidden]).to(dtype)
-    wigner = frame_rotation(geometry, lmax, min(mmax, lmax)).index_select(1, fairchem_order(lmax, mmax))
+    wigner = frame_rotation(geometry, lmax, min(mmax, lmax))  # (D, K, (L+1)^2), fairchem's row order
     wigner_inv = wigner.transpose(1, 2).contiguous()
     radial = geometry.directed(geometry.pair_radial[:, :num_radial] * geometry.pair_envelope.unsqueeze(-1))
 

@@ -2,6 +2,8 @@
 the e3nn convolution of every O(3) path (the oracle), at lmax 1..6, in float64."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from ase import Atoms
@@ -11,7 +13,9 @@ import molsym
 from molsym.nn.forms import FeatureForm
 from molsym.nn.geometry import GeometryBuilder
 from molsym.nn.interactions.e3nn_conv import convolution_product, form_blocks, irreps_of, to_e3nn_layout
-from molsym.nn.interactions.escn import SO2Layout, shared_matrices, so2_convolution, so2_convolution_shared
+from molsym.nn.interactions.so2_conv import (
+    SO2Layout, channelwise_weights, shared_matrices, so2_convolution, so2_convolution_shared,
+)
 from molsym.nn.scatter import scatter_sum
 from molsym.o3.rotation import edge_frames
 from molsym.o3.wigner import wigner_blocks
@@ -168,7 +172,8 @@ def test_so2_convolution_equals_the_e3nn_oracle(lmax, parities_in):
     h = torch.randn(n, parities_in, (lmax + 1) ** 2, channels, generator=gen)
     pair_weights = torch.randn(geometry.pair_index.shape[1], len(tp.instructions), channels, generator=gen)
     layout = SO2Layout(lmax, lmax, lmax)
-    so2 = so2_convolution(h, _so2_weights(tp1, blocks, layout, geometry.directed(pair_weights), parities_in, channels),
+    blocks_am_bm = _so2_weights(tp1, blocks, layout, geometry.directed(pair_weights), parities_in, channels)
+    so2 = so2_convolution(h, channelwise_weights(blocks_am_bm),
                           geometry, layout, 2, 1.0)
     reference = _e3nn_messages(tp, blocks, h, geometry, geometry.per_edge(pair_weights), lmax, channels)
     scale = float(reference.abs().max())
@@ -198,7 +203,7 @@ def test_shared_mixing_equals_the_e3nn_oracle_with_separable_path_weights(lmax, 
     layout = SO2Layout(lmax, lmax, lmax)
     matrices = shared_matrices([w[0] for w in _so2_weights(tp1, blocks, layout, u[None], parities_in, channels)],
                                layout)
-    scales = [geometry.directed(g[:, :, m:].transpose(2, 3)) for m in range(lmax + 1)]  # (D, S, C, n_in)
+    scales = [geometry.directed(g[:, :, m:].transpose(1, 2)) for m in range(lmax + 1)]  # (D, n_in, S, C)
     so2 = so2_convolution_shared(h, scales, matrices, geometry, layout, 2, 1.0)
     reference = _e3nn_messages(tp, blocks, h, geometry, geometry.per_edge(u * path_g), lmax, channels)
     scale = float(reference.abs().max())
@@ -216,6 +221,23 @@ def test_shared_mixing_is_equivariant_with_second_derivatives():
     small = molsym.from_ase(_two_atoms_along([0.3, -1.0, 0.2], 0.0), model.cutoff)
     testing.assert_forces_match_fd(model, small, rtol=1e-6)
     testing.assert_hessian_matches_fd(model, small, rtol=1e-6)
+
+
+def test_layer_reads_the_radial_outputs_as_a_and_b_blocks():
+    """The radial network's outputs keep their meaning (A_0, A_1, B_1, ... blocks, so saved
+    parameters load unchanged); the layer reads them reordered into the mixing matrices."""
+    torch.manual_seed(3)
+    model = molsym.Potential.from_config({"elements": [1, 8], "family": "escn", "channels": 3, "lmax": 3,
+                                          "mmax": 2, "layers": 2, "num_radial": 8, "radial_hidden": 16}).double()
+    graph = molsym.from_ase(_two_atoms_along([0.3, -1.0, 0.2], 0.0), model.cutoff)
+    geometry = model.geometry(graph)
+    for layer in model.interactions:
+        pair = geometry.pair_weights(layer.radial_mlp, layer.num_radial)
+        shapes = layer.layout.weight_shapes(layer.input_form.parities, 3)
+        sizes = [math.prod(shape) for shape in shapes]
+        blocks = [geometry.directed(w).reshape(-1, *shape) for w, shape in zip(pair.split(sizes, dim=1), shapes)]
+        for got, expected in zip(layer.edge_weights(geometry), channelwise_weights(blocks), strict=True):
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)
 
 
 def _two_atoms_along(direction, offset: float):

@@ -39,7 +39,7 @@ from molsym.nn.interactions.base import (
     Family, Interaction, RadialNetwork, check_non_negative_int, check_positive_float, check_positive_int,
 )
 from molsym.nn.interactions.e3nn_conv import E3nnEmbedding, E3nnInvariants, e3nn_embedding_form, e3nn_input_form
-from molsym.nn.scatter import scatter_sum
+from molsym.nn.interactions.so2_conv import SO2Layout, channelwise_weights, so2_convolution, so2_convolution_shared
 
 
 MIXINGS = ("channelwise", "shared")
@@ -81,194 +81,6 @@ def escn_output_form(settings: ESCNSettings, input_form: FeatureForm) -> Feature
     return FeatureForm.spherical(settings.channels, settings.lmax, parities)
 
 
-class SO2Layout:
-    """The edge frame's bookkeeping for degrees 0..lmax_in -> 0..lmax_out, orders <= mmax.
-
-    ``orders[m]`` = (n_in, n_out), the numbers of input and output degrees l >= m, for
-    m = 0..top, top = min(mmax, lmax_in, lmax_out). Frame coefficients are held order-major:
-    order 0 for l = m..lmax, then for each m >= 1 the pairs (+m, -m) for l = m..lmax, so the
-    coefficients of order ±m of all degrees are one contiguous run of (n, 2).
-    """
-
-    def __init__(self, lmax_in: int, lmax_out: int, mmax: int):
-        self.lmax_in, self.lmax_out, self.mmax = lmax_in, lmax_out, mmax
-        self.orders = [(lmax_in - m + 1, lmax_out - m + 1) for m in range(min(mmax, lmax_in, lmax_out) + 1)]
-        self.top = len(self.orders) - 1
-
-    def weight_shapes(self, parities_in: int, channels: int) -> list[tuple[int, ...]]:
-        """Per-edge shapes of A_0, A_1, B_1, A_2, B_2, ...: (S_in, C, n_out, n_in) each."""
-        shapes = []
-        for m, (n_in, n_out) in enumerate(self.orders):
-            shapes += [(parities_in, channels, n_out, n_in)] * (1 if m == 0 else 2)
-        return shapes
-
-
-def frame_rows(lmax: int, top: int) -> list[tuple[int, int]]:
-    """(l, order) of each kept frame coefficient, order-major (see :class:`SO2Layout`)."""
-    rows = [(l, 0) for l in range(lmax + 1)]
-    for m in range(1, top + 1):
-        rows += [(l, sign * m) for l in range(m, lmax + 1) for sign in (1, -1)]
-    return rows
-
-
-def so2_frame_rotation(blocks: list[torch.Tensor], lmax: int, top: int) -> torch.Tensor:
-    """The Wigner-D rows of the kept frame coefficients as one matrix per edge.
-
-    blocks: D^l (D, 2l+1, 2l+1) for l = 0..(>= lmax). Returns (D, K, (lmax+1)^2), block-diagonal
-    in the degrees, its rows the orders |m| <= top of every degree in the order of
-    :func:`frame_rows`, so one batched matmul rotates all degrees into the frame and reorders
-    them order-major (its transpose rotates back).
-    """
-    size = (lmax + 1) ** 2
-    padded, start, index = [], {}, []
-    for l in range(lmax + 1):
-        k = min(l, top)
-        start[l] = sum(2 * min(d, top) + 1 for d in range(l))
-        block = blocks[l][:, l - k:l + k + 1]
-        padded.append(torch.nn.functional.pad(block, (l * l, size - (l + 1) ** 2)))
-    for l, m in frame_rows(lmax, top):
-        index.append(start[l] + min(l, top) + m)
-    by_degree = torch.cat(padded, dim=1)
-    return by_degree.index_select(1, torch.tensor(index, dtype=torch.long, device=by_degree.device))
-
-
-def frame_rotation(geometry: EdgeGeometry, lmax: int, top: int) -> torch.Tensor:
-    """:func:`so2_frame_rotation` of ``geometry.directed_wigner``, computed once per geometry."""
-    key = f"so2_frame_rotation_{lmax}_{top}"
-    rotation = geometry._cache.get(key)
-    if rotation is None:
-        rotation = so2_frame_rotation(geometry.directed_wigner(max(lmax, geometry.frame_lmax)), lmax, top)
-        geometry._cache[key] = rotation
-    return rotation
-
-
-def rotate_into_frames(h: torch.Tensor, geometry: EdgeGeometry, layout: SO2Layout) -> torch.Tensor:
-    """Senders' features h (N, S, (L_in+1)^2, C) in the directed edges' frames: (D, S, C, K_in)."""
-    n, parities, size, c = h.shape
-    sender = h.transpose(2, 3).reshape(n, parities * c, size).index_select(0, geometry.directed_index[1])
-    frame = torch.bmm(sender, frame_rotation(geometry, layout.lmax_in, layout.top).transpose(1, 2))
-    return frame.view(sender.shape[0], parities, c, frame.shape[-1])
-
-
-def rotate_back_and_sum(frame: torch.Tensor, geometry: EdgeGeometry, layout: SO2Layout, num_nodes: int,
-                        inv_avg_neighbors: float) -> torch.Tensor:
-    """Messages (D, S, C, K_out) in the edge frames, rotated back and summed onto receivers:
-    (N, S, (L_out+1)^2, C), divided by avg_num_neighbors."""
-    edges, parities, c, rows = frame.shape
-    rotation = frame_rotation(geometry, layout.lmax_out, layout.top)  # (D, K_out, (L_out+1)^2)
-    size = rotation.shape[-1]
-    messages = torch.bmm(frame.reshape(edges, parities * c, rows), rotation)
-    aggregated = scatter_sum(messages.view(edges, parities * c * size), geometry.directed_index[0], num_nodes)
-    return (aggregated * inv_avg_neighbors).view(num_nodes, parities, c, size).transpose(2, 3)
-
-
-def order_slices(layout: SO2Layout, n_of) -> list[slice]:
-    """The frame columns of each order m: n_of(m) for m = 0, 2 n_of(m) pairs after."""
-    slices, start = [], 0
-    for m in range(len(layout.orders)):
-        width = n_of(m) * (1 if m == 0 else 2)
-        slices.append(slice(start, start + width))
-        start += width
-    return slices
-
-
-def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: EdgeGeometry, layout: SO2Layout,
-                    parities_out: int, inv_avg_neighbors: float) -> torch.Tensor:
-    """Messages summed onto receivers: h (N, S_in, (L_in+1)^2, C) -> (N, S_out, (L_out+1)^2, C).
-
-    ``weights``: [A_0, A_1, B_1, A_2, B_2, ...] per directed edge (order of
-    ``geometry.directed_index``), A_m and B_m of shape (D, S_in, C, n_out(m), n_in(m)).
-    One batched matmul rotates all degrees in (order-major), one per order m applies A_m and
-    one B_m to the (+m, -m) pair as two columns, one rotates back.
-    """
-    n, parities_in, _, c = h.shape
-    frame = rotate_into_frames(h, geometry, layout)  # (D, S_in, C, K_in)
-    edges = frame.shape[0]
-    columns = order_slices(layout, lambda m: layout.orders[m][0])
-    out = []
-    for m, (n_in, n_out) in enumerate(layout.orders):
-        x = frame[..., columns[m]].reshape(edges, parities_in, c, n_in, 1 if m == 0 else 2)  # x+ (, x-)
-        y = (weights[0] if m == 0 else weights[2 * m - 1]) @ x  # A x+ (, A x-): (D, S_in, C, n_out, .)
-        if m > 0:
-            bx = weights[2 * m] @ x  # B x+, B x-
-            # y+ = A x+ + B x-, y- = A x- - B x+, with B taking class s to 1 - s
-            switched = torch.stack((bx[..., 1], -bx[..., 0]), dim=-1)
-            y = y + switched.flip(1) if parities_in == 2 else torch.cat((y, switched), dim=1)
-        elif parities_in < parities_out:
-            y = torch.cat((y, torch.zeros_like(y)), dim=1)
-        out.append(y.reshape(edges, parities_out, c, n_out * (1 if m == 0 else 2)))
-    return rotate_back_and_sum(torch.cat(out, dim=-1), geometry, layout, n, inv_avg_neighbors)
-
-
-def so2_convolution_shared(h: torch.Tensor, scales: list[torch.Tensor], matrices: list[torch.Tensor],
-                           geometry: EdgeGeometry, layout: SO2Layout, parities_out: int,
-                           inv_avg_neighbors: float) -> torch.Tensor:
-    """The SO(2) convolution with shared mixing: h (N, S_in, (L_in+1)^2, C) -> (N, S_out, (L_out+1)^2, C).
-
-    Per order m the frame coefficients are scaled per edge by ``scales[m]`` (D, S_in, C, n_in(m))
-    (from the radial network; the same for +m and -m), then mixed over (class, channel, degree)
-    jointly by one GEMM with the learnt matrix ``matrices[m]``:
-    m = 0: (S_in, C n_out, C n_in), one block per class (class-keeping);
-    m >= 1: (S_out C n_out, S_in C n_in) = [[A_0, B_1], [-B_0, A_1]] (S_in = 2) or [[A_0], [-B_0]]
-    (S_in = 1), applied to the rows (x+[0], x-[1]) and (x-[0], -x+[1]) of every edge, which
-    gives (y+[0], y-[1]) and (y-[0], -y+[1]) with y+ = A x+ + B x-, y- = A x- - B x+ (B switching
-    the class). With channel-diagonal matrices this is the channel-wise convolution with
-    A_m[s, c] scaled column-wise by ``scales[m][:, s, c]`` (:func:`shared_matrices`).
-    """
-    n, parities_in, _, c = h.shape
-    frame = rotate_into_frames(h, geometry, layout)  # (D, S_in, C, K_in)
-    edges = frame.shape[0]
-    columns = order_slices(layout, lambda m: layout.orders[m][0])
-    out = []
-    for m, (n_in, n_out) in enumerate(layout.orders):
-        x = frame[..., columns[m]].reshape(edges, parities_in, c, n_in, 1 if m == 0 else 2)
-        x = x * scales[m].unsqueeze(-1)
-        if m == 0:
-            rows = x.reshape(edges, parities_in, c * n_in).transpose(0, 1)  # (S_in, D, C n_in)
-            y = torch.bmm(rows, matrices[0].transpose(1, 2)).transpose(0, 1).reshape(edges, parities_in, c, n_out)
-            if parities_in < parities_out:
-                y = torch.cat((y, torch.zeros_like(y)), dim=1)
-            out.append(y)
-            continue
-        plus, minus = x.unbind(-1)  # (D, S_in, C, n_in) each
-        if parities_in == 2:
-            first = torch.stack((plus[:, 0], minus[:, 1]), dim=1)
-            second = torch.stack((minus[:, 0], -plus[:, 1]), dim=1)
-        else:
-            first, second = plus, minus
-        rows = torch.stack((first, second), dim=1).reshape(2 * edges, parities_in * c * n_in)
-        mixed = torch.nn.functional.linear(rows, matrices[m]).view(edges, 2, 2, c, n_out)
-        # mixed[:, 0] = (y+[0], y-[1]), mixed[:, 1] = (y-[0], -y+[1])
-        y_plus = torch.stack((mixed[:, 0, 0], -mixed[:, 1, 1]), dim=1)
-        y_minus = torch.stack((mixed[:, 1, 0], mixed[:, 0, 1]), dim=1)
-        out.append(torch.stack((y_plus, y_minus), dim=-1).reshape(edges, 2, c, 2 * n_out))
-    return rotate_back_and_sum(torch.cat(out, dim=-1), geometry, layout, n, inv_avg_neighbors)
-
-
-def shared_matrices(blocks: list[torch.Tensor], layout: SO2Layout) -> list[torch.Tensor]:
-    """The shared-mixing matrices equal to edge-independent channel-wise blocks.
-
-    blocks: [A_0, A_1, B_1, ...], each (S_in, C, n_out, n_in). Returns the channel-diagonal
-    matrices of :func:`so2_convolution_shared` (shapes there), so that with scales of ones
-    the two convolutions agree (and with scales s, A and B multiplied column-wise by s).
-    """
-    parities, c = blocks[0].shape[:2]
-    eye = torch.eye(c, dtype=blocks[0].dtype, device=blocks[0].device)
-
-    def diagonal(block):  # (C, n_out, n_in) -> (C n_out, C n_in)
-        return torch.einsum("cd,coi->codi", eye, block).reshape(c * block.shape[1], c * block.shape[2])
-
-    matrices = [torch.stack([diagonal(blocks[0][s]) for s in range(parities)])]
-    for m in range(1, len(layout.orders)):
-        a, b = blocks[2 * m - 1], blocks[2 * m]
-        if parities == 2:
-            rows = [[diagonal(a[0]), diagonal(b[1])], [-diagonal(b[0]), diagonal(a[1])]]
-        else:
-            rows = [[diagonal(a[0])], [-diagonal(b[0])]]
-        matrices.append(torch.cat([torch.cat(row, dim=1) for row in rows], dim=0))
-    return matrices
-
-
 class SpatialGate(nn.Module):
     """silu on 0e, tanh on 0o, and sigmoid gates (from 0e scalars of the messages) on l >= 1."""
 
@@ -293,6 +105,37 @@ class SpatialGate(nn.Module):
         return torch.cat((torch.stack(scalars, dim=1), gated), dim=2)
 
 
+def channelwise_output_order(layout: SO2Layout, parities_in: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index and sign (K,) taking the radial outputs A_0, A_1, B_1, ... (flattened (S_in, C, n_out,
+    n_in) blocks) to the flattened weights of ``so2_conv.so2_convolution``: out[k] = sign[k] in[index[k]]."""
+    shapes = layout.weight_shapes(parities_in, channels)
+    sizes = [math.prod(shape) for shape in shapes]
+    labels = torch.arange(1, sum(sizes) + 1, dtype=torch.float64)  # 1-based, so that a sign shows
+    blocks = [b.view(shape) for b, shape in zip(labels.split(sizes), shapes)]
+    order = torch.cat([w.reshape(-1) for w in channelwise_weights(blocks)])
+    return order.abs().long() - 1, order.sign()
+
+
+class ReorderedOutputs(nn.Module):
+    """A Linear-ending network whose outputs are permuted and sign-flipped, out[:, k] =
+    sign[k] network(x)[:, index[k]], by reordering the last layer's rows (no copy of the outputs).
+    The network's parameters stay owned (and named in state dicts) by the module that holds it."""
+
+    def __init__(self, network: nn.Sequential, index: torch.Tensor, sign: torch.Tensor):
+        super().__init__()
+        self.__dict__["network"] = network  # not a submodule: no second copy of its state-dict keys
+        self.register_buffer("index", index, persistent=False)
+        self.register_buffer("sign", sign, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *hidden, last = self.network
+        for layer in hidden:
+            x = layer(x)
+        sign = self.sign.to(last.weight.dtype)
+        weight = last.weight.index_select(0, self.index) * sign.unsqueeze(-1)
+        return torch.nn.functional.linear(x, weight, last.bias.index_select(0, self.index) * sign)
+
+
 class ESCNConvolution(Interaction):
     """One eSCN layer (see the module docstring)."""
 
@@ -311,31 +154,32 @@ class ESCNConvolution(Interaction):
         self.linear_in = ChannelMap(input_form, hidden_form)
         self.mixing = settings.mixing
         if self.mixing == "shared":
-            s_in, s_out = input_form.parities, self.output_form.parities
-            self.weight_shapes = [(s_in, c, n_in) for n_in, _ in self.layout.orders]
-            shapes = [(s_in, c * n_out, c * n_in) if m == 0 else (s_out * c * n_out, s_in * c * n_in)
-                      for m, (n_in, n_out) in enumerate(self.layout.orders)]
-            fan_in = [s_in * c * n_in if m else c * n_in for m, (n_in, _) in enumerate(self.layout.orders)]
+            self.weight_shapes = self.layout.scale_shapes(input_form.parities, c)
+            shapes = self.layout.matrix_shapes(input_form.parities, self.output_form.parities, c)
             self.so2_matrices = nn.ParameterList(
-                [nn.Parameter(torch.randn(shape) / math.sqrt(f)) for shape, f in zip(shapes, fan_in)])
+                [nn.Parameter(torch.randn(shape) / math.sqrt(shape[-1])) for shape in shapes])
         else:
-            self.weight_shapes = self.layout.weight_shapes(input_form.parities, c)
+            self.weight_shapes = self.layout.mixing_shapes(input_form.parities, self.output_form.parities, c)
         self.weight_sizes = [math.prod(shape) for shape in self.weight_shapes]
         self.radial_mlp = nn.Sequential(
             nn.Linear(settings.num_radial, settings.radial_hidden), nn.SiLU(),
             nn.Linear(settings.radial_hidden, sum(self.weight_sizes)),
         )
+        # channelwise: the parameters' outputs are A_0, A_1, B_1, ... (S_in, C, n_out, n_in) each;
+        # the convolution reads them as A_0, M_1, M_2, ... (so2_conv.mixing_matrix)
+        self.radial_network = self.radial_mlp if self.mixing == "shared" else ReorderedOutputs(
+            self.radial_mlp, *channelwise_output_order(self.layout, input_form.parities, c))
         self.linear_out = ChannelMap(self.output_form, self.output_form)
         self.gate = SpatialGate(self.output_form)
         self.self_interaction = ChannelMap(input_form, self.output_form)
 
     def radial_networks(self) -> list[RadialNetwork]:
-        return [RadialNetwork(self.radial_mlp, self.num_radial)]
+        return [RadialNetwork(self.radial_network, self.num_radial)]
 
     def edge_weights(self, geometry: EdgeGeometry) -> list[torch.Tensor]:
-        """Per directed edge: channelwise, [A_0, A_1, B_1, ...], each (D, S_in, C, n_out, n_in);
-        shared, the scales of each order, (D, S_in, C, n_in)."""
-        pair = geometry.pair_weights(self.radial_mlp, self.num_radial)
+        """Per directed edge: channelwise, A_0 (D, S_in, C, n_out, n_in) and M_m (D, C, S_out n_out,
+        S_in n_in) for m >= 1; shared, the scales of each order, (D, n_in, S_in, C)."""
+        pair = geometry.pair_weights(self.radial_network, self.num_radial)
         return [geometry.directed(w).reshape(w.shape[0] * (2 if geometry.symmetric else 1), *shape)
                 for w, shape in zip(pair.split(self.weight_sizes, dim=1), self.weight_shapes)]
 
