@@ -8,7 +8,8 @@ parameter), one step each, interleaved call by call:
 - fairchem: node features gathered to the edges, rotated into the edge frames by one batched
   matmul with the reduced Wigner-D matrix (order-major, as fairchem does), its
   ``SO2_Convolution`` (radial MLP inside, shared channel mixing, SO(3): one parity class),
-  rotated back by the transpose, summed onto receivers;
+  rotated back by the transpose, summed onto receivers; "fairchem 2C out": the same with
+  2C output channels, the size of molsym's output (two parity classes of C);
 - molsym channelwise / shared: ``so2_convolution`` / ``so2_convolution_shared`` of
   ``molsym.nn.interactions.so2_conv`` with the eSCN layer's radial MLP, one parity class in and both
   out (O(3): the class-switching B blocks make pseudotensors, so the output is twice
@@ -91,18 +92,19 @@ def steps(graph, lmax, mmax, channels, num_radial, hidden, dtype):
         calls[f"molsym_{mixing}"] = call
     so2 = fairchem_so2_layers()
     mapping = types.SimpleNamespace(m_size=[lmax + 1 - m for m in range(mmax + 1)])
-    conv = so2.SO2_Convolution(channels, channels, lmax, mmax, mapping, internal_weights=False,
-                               edge_channels_list=[num_radial, hidden]).to(dtype)
     wigner = frame_rotation(geometry, lmax, min(mmax, lmax))  # (D, K, (L+1)^2), fairchem's row order
     wigner_inv = wigner.transpose(1, 2).contiguous()
     radial = geometry.directed(geometry.pair_radial[:, :num_radial] * geometry.pair_envelope.unsqueeze(-1))
+    for name, out_channels in (("fairchem", channels), ("fairchem_2c", 2 * channels)):
+        conv = so2.SO2_Convolution(channels, out_channels, lmax, mmax, mapping, internal_weights=False,
+                                   edge_channels_list=[num_radial, hidden]).to(dtype)
 
-    def fairchem_call():
-        edge = torch.bmm(wigner, x.index_select(0, j))  # (D, K, C)
-        out = torch.bmm(wigner_inv, conv(edge, radial))  # (D, (L+1)^2, C)
-        scatter_sum(out, i, n).square().sum().backward()
+        def fairchem_call(conv=conv):
+            edge = torch.bmm(wigner, x.index_select(0, j))  # (D, K, C)
+            out = torch.bmm(wigner_inv, conv(edge, radial))  # (D, (L+1)^2, C out)
+            scatter_sum(out, i, n).square().sum().backward()
 
-    calls["fairchem"] = fairchem_call
+        calls[name] = fairchem_call
     return calls, int(i.shape[0])
 
 
@@ -124,9 +126,9 @@ def main(argv=None) -> int:
     graph = to_device(molsym.collate([molsym.from_ase(a, 4.5) for a in bpa_frames(args.frames)]), dtype=dtype)
     rows = []
     print(f"load average {os.getloadavg()}")
-    print("| lmax | mmax | edges | fairchem ms | molsym channelwise ms | molsym shared ms "
-          "| fairchem / channelwise | fairchem / shared |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| lmax | mmax | edges | fairchem ms | fairchem 2C out ms | molsym channelwise ms | molsym shared ms "
+          "| fairchem / channelwise | fairchem / shared | fairchem 2C / shared |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for pair in args.rows.split(","):
         lmax, mmax = (int(v) for v in pair.split(":"))
         calls, edges = steps(graph, lmax, mmax, args.channels, args.num_radial, args.hidden, dtype)
@@ -142,9 +144,10 @@ def main(argv=None) -> int:
         row.update({f"{name}_ms": 1e3 * statistics.median(t) for name, t in times.items()})
         rows.append(row)
         f = row["fairchem_ms"]
-        print(f"| {lmax} | {mmax} | {edges} | {f:.1f} | {row['molsym_channelwise_ms']:.1f} | "
-              f"{row['molsym_shared_ms']:.1f} | {f / row['molsym_channelwise_ms']:.2f} | "
-              f"{f / row['molsym_shared_ms']:.2f} |", flush=True)
+        f2, shared = row["fairchem_2c_ms"], row["molsym_shared_ms"]
+        print(f"| {lmax} | {mmax} | {edges} | {f:.1f} | {f2:.1f} | {row['molsym_channelwise_ms']:.1f} | "
+              f"{shared:.1f} | {f / row['molsym_channelwise_ms']:.2f} | {f / shared:.2f} | {f2 / shared:.2f} |",
+              flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.json.with_suffix(".tmp")

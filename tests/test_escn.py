@@ -179,6 +179,9 @@ def test_so2_convolution_equals_the_e3nn_oracle(lmax, parities_in):
     scale = float(reference.abs().max())
     assert scale > 1e-3 and float(reference[:, 1].abs().max()) > 1e-3 * scale  # pseudotensors present
     assert float((so2 - reference).abs().max()) < 1e-10 * scale
+    # one weight row per pair row, shared by both directions: the same convolution
+    per_pair = channelwise_weights(_so2_weights(tp1, blocks, layout, pair_weights, parities_in, channels))
+    assert float((so2_convolution(h, per_pair, geometry, layout, 2, 1.0) - so2).abs().max()) < 1e-12 * scale
 
 
 @pytest.mark.parametrize("lmax", [1, 2, 3])
@@ -203,7 +206,7 @@ def test_shared_mixing_equals_the_e3nn_oracle_with_separable_path_weights(lmax, 
     layout = SO2Layout(lmax, lmax, lmax)
     matrices = shared_matrices([w[0] for w in _so2_weights(tp1, blocks, layout, u[None], parities_in, channels)],
                                layout)
-    scales = [geometry.directed(g[:, :, m:].transpose(1, 2)) for m in range(lmax + 1)]  # (D, n_in, S, C)
+    scales = [g[:, :, m:].transpose(1, 2) for m in range(lmax + 1)]  # per pair row: (P, n_in, S, C)
     so2 = so2_convolution_shared(h, scales, matrices, geometry, layout, 2, 1.0)
     reference = _e3nn_messages(tp, blocks, h, geometry, geometry.per_edge(u * path_g), lmax, channels)
     scale = float(reference.abs().max())
@@ -235,7 +238,7 @@ def test_layer_reads_the_radial_outputs_as_a_and_b_blocks():
         pair = geometry.pair_weights(layer.radial_mlp, layer.num_radial)
         shapes = layer.layout.weight_shapes(layer.input_form.parities, 3)
         sizes = [math.prod(shape) for shape in shapes]
-        blocks = [geometry.directed(w).reshape(-1, *shape) for w, shape in zip(pair.split(sizes, dim=1), shapes)]
+        blocks = [w.reshape(-1, *shape) for w, shape in zip(pair.split(sizes, dim=1), shapes)]
         for got, expected in zip(layer.edge_weights(geometry), channelwise_weights(blocks), strict=True):
             torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)
 

@@ -177,11 +177,11 @@ class ESCNConvolution(Interaction):
         return [RadialNetwork(self.radial_network, self.num_radial)]
 
     def edge_weights(self, geometry: EdgeGeometry) -> list[torch.Tensor]:
-        """Per directed edge: channelwise, A_0 (D, S_in, C, n_out, n_in) and M_m (D, C, S_out n_out,
-        S_in n_in) for m >= 1; shared, the scales of each order, (D, n_in, S_in, C)."""
+        """Per pair row (shared by both directions): channelwise, A_0 (P, S_in, C, n_out, n_in) and
+        M_m (P, C, S_out n_out, S_in n_in) for m >= 1; shared, the scales of each order, (P, n_in, S_in, C)."""
         pair = geometry.pair_weights(self.radial_network, self.num_radial)
-        return [geometry.directed(w).reshape(w.shape[0] * (2 if geometry.symmetric else 1), *shape)
-                for w, shape in zip(pair.split(self.weight_sizes, dim=1), self.weight_shapes)]
+        return [w.reshape(w.shape[0], *shape) for w, shape in zip(pair.split(self.weight_sizes, dim=1),
+                                                                  self.weight_shapes)]
 
     def forward(self, features: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:
         """features (N, S_in, D_in, C_in) of ``input_form`` -> (N, S, D, C) of ``output_form``."""

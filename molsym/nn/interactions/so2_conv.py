@@ -163,30 +163,47 @@ def channelwise_weights(blocks: list[torch.Tensor]) -> list[torch.Tensor]:
     return [blocks[0]] + [mixing_matrix(blocks[2 * m - 1], blocks[2 * m]) for m in range(1, (len(blocks) + 1) // 2)]
 
 
+def _copies(weights: torch.Tensor, edges: int, geometry: EdgeGeometry) -> int:
+    """1 if ``weights`` has a row per directed edge, 2 if one per pair row of a symmetric geometry
+    (its directed edges are the rows, then their reverses, which share the row's weights)."""
+    rows = weights.shape[0]
+    if rows == edges:
+        return 1
+    if geometry.symmetric and 2 * rows == edges:
+        return 2
+    raise ValueError(f"SO(2) weights have {rows} rows for {edges} directed edges: expected one per directed "
+                     "edge, or one per pair row of a symmetric geometry")
+
+
 def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: EdgeGeometry, layout: SO2Layout,
                     parities_out: int, inv_avg_neighbors: float) -> torch.Tensor:
     """Channel-wise mixing: h (N, S_in, (L_in+1)^2, C) -> messages summed, (N, S_out, (L_out+1)^2, C).
 
-    ``weights`` per directed edge (order of ``geometry.directed_index``): A_0 (D, S_in, C, n_out, n_in),
-    then for each order m >= 1 M_m (D, C, S_out n_out(m), S_in n_in(m)) (:func:`mixing_matrix`;
+    ``weights``, one row per directed edge (order of ``geometry.directed_index``) or per pair row
+    (R = D / 2, both directions of a symmetric geometry): A_0 (R, S_in, C, n_out, n_in), then for
+    each order m >= 1 M_m (R, C, S_out n_out(m), S_in n_in(m)) (:func:`mixing_matrix`;
     :func:`channelwise_weights` makes them from A_m, B_m). Per order, one batched matmul per
-    (edge, channel) with the G-form block, its two halves as two columns.
+    (row, channel) with the G-form block, its two halves (and both directions) as columns.
     """
     n, parities_in, _, c = h.shape
     frame = rotate_into_frames(h, geometry, layout)  # (D, K_in, S_in, C)
     edges = frame.shape[0]
+    copies = _copies(weights[0], edges, geometry)
+    rows = edges // copies
     out = []
     for m, block in enumerate(_order_blocks(frame, layout)):
         n_in, n_out = layout.orders[m]
         if m == 0:
-            y = weights[0] @ block.permute(0, 3, 4, 2, 1)  # (D, S_in, C, n_out, 1)
+            x = block.view(copies, rows, n_in, parities_in, c).permute(1, 3, 4, 2, 0)  # (R, S_in, C, n_in, copies)
+            y = weights[0] @ x
             if parities_in < parities_out:
                 y = torch.cat((y, torch.zeros_like(y)), dim=1)
-            out.append(y.permute(0, 3, 1, 2, 4).reshape(edges, n_out, parities_out, c))
+            out.append(y.permute(4, 0, 3, 1, 2).reshape(edges, n_out, parities_out, c))
             continue
-        x = _to_g_form(block).permute(0, 4, 3, 2, 1).reshape(edges, c, parities_in * n_in, 2)  # (D, C, S n, g)
-        y = (weights[m] @ x).view(edges, c, parities_out, n_out, 2).permute(0, 4, 3, 2, 1)  # (D, g, n_out, S, C)
-        out.append(_from_g_form(y).reshape(edges, 2 * n_out, parities_out, c))
+        x = _to_g_form(block).view(copies, rows, 2, n_in, parities_in, c).permute(1, 5, 4, 3, 0, 2)
+        y = weights[m] @ x.reshape(rows, c, parities_in * n_in, 2 * copies)  # (R, C, S_out n_out, copies g)
+        y = y.view(rows, c, parities_out, n_out, copies, 2).permute(4, 0, 5, 3, 2, 1)  # (copies, R, g, n, S, C)
+        out.append(_from_g_form(y.reshape(edges, 2, n_out, parities_out, c)).reshape(edges, 2 * n_out, parities_out, c))
     return rotate_back_and_sum(torch.cat(out, dim=1), geometry, layout, n, inv_avg_neighbors)
 
 
@@ -204,8 +221,9 @@ def so2_convolution_shared(h: torch.Tensor, scales: list[torch.Tensor], matrices
                            inv_avg_neighbors: float) -> torch.Tensor:
     """Shared mixing: h (N, S_in, (L_in+1)^2, C) -> messages summed, (N, S_out, (L_out+1)^2, C).
 
-    Per order m, the frame coefficients are scaled per edge by ``scales[m]`` (D, n_in, S_in, C)
-    (from the radial network; the same for +m and -m), then mixed over (degree, class,
+    Per order m, the frame coefficients are scaled per edge by ``scales[m]`` (R, n_in, S_in, C),
+    one row per directed edge or per pair row (as in :func:`so2_convolution`), from the radial
+    network and the same for +m and -m, then mixed over (degree, class,
     channel) jointly by one GEMM with ``matrices[m]`` (:meth:`SO2Layout.matrix_shapes`):
     m = 0 one block per class (A[s]); m >= 1, in class blocks, [[A[0], B[1]], [-B[0], A[1]]]
     (S_in = 2) or [[A[0]], [-B[0]]] (S_in = 1) applied to both halves of the G-form block.
@@ -215,10 +233,12 @@ def so2_convolution_shared(h: torch.Tensor, scales: list[torch.Tensor], matrices
     n, parities_in, _, c = h.shape
     frame = rotate_into_frames(h, geometry, layout)  # (D, K_in, S_in, C)
     edges = frame.shape[0]
+    copies = _copies(scales[0], edges, geometry)
     out = []
     for m, block in enumerate(_order_blocks(frame, layout)):
         n_in, n_out = layout.orders[m]
-        x = block * scales[m].unsqueeze(1)  # (D, halves, n_in, S_in, C)
+        halves = block.shape[1]
+        x = (block.view(copies, edges // copies, halves, n_in, parities_in, c) * scales[m].unsqueeze(1)).view(block.shape)
         if m == 0:
             matrix = block_diagonal_order_zero(matrices[0], n_out, n_in, parities_out)
             y = torch.nn.functional.linear(x.reshape(edges, n_in * parities_in * c), matrix)
