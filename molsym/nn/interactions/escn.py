@@ -24,6 +24,14 @@ against O(L^6) for the full tensor product.
 The layer: h = Linear(x); m_i = SO2 convolution of h; x'_i = x_i + Gate(Linear(m_i)) +
 SelfInteraction(x_i), with the gate of the e3nn family (silu on 0e, tanh on 0o, sigmoid
 gates from 0e scalars on every l >= 1 block).
+
+``mixing``: "channelwise" (default; the above, A_m and B_m per edge and channel from the
+radial network) or "shared" (fairchem's parametrisation made O(3): per edge only a radial
+scale of each input (degree, class, channel) and order, then per order one learnt matrix
+mixing degrees, classes and channels jointly; fewer per-edge values, one GEMM per order).
+Neither contains the other (shared mixes channels but its radial dependence is a
+per-input scale; channel-wise has a free radial function per (l', l, channel)), so the
+default stays channel-wise. The kernels are in ``molsym.nn.interactions.so2_conv``.
 """
 from __future__ import annotations
 
