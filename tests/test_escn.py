@@ -2,6 +2,8 @@
 the e3nn convolution of every O(3) path (the oracle), at lmax 1..6, in float64."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from ase import Atoms
@@ -11,7 +13,9 @@ import molsym
 from molsym.nn.forms import FeatureForm
 from molsym.nn.geometry import GeometryBuilder
 from molsym.nn.interactions.e3nn_conv import convolution_product, form_blocks, irreps_of, to_e3nn_layout
-from molsym.nn.interactions.escn import SO2Layout, so2_convolution
+from molsym.nn.interactions.so2_conv import (
+    SO2Layout, channelwise_weights, shared_matrices, so2_convolution, so2_convolution_shared,
+)
 from molsym.nn.scatter import scatter_sum
 from molsym.o3.rotation import edge_frames
 from molsym.o3.wigner import wigner_blocks
@@ -168,12 +172,75 @@ def test_so2_convolution_equals_the_e3nn_oracle(lmax, parities_in):
     h = torch.randn(n, parities_in, (lmax + 1) ** 2, channels, generator=gen)
     pair_weights = torch.randn(geometry.pair_index.shape[1], len(tp.instructions), channels, generator=gen)
     layout = SO2Layout(lmax, lmax, lmax)
-    so2 = so2_convolution(h, _so2_weights(tp1, blocks, layout, geometry.directed(pair_weights), parities_in, channels),
+    blocks_am_bm = _so2_weights(tp1, blocks, layout, geometry.directed(pair_weights), parities_in, channels)
+    so2 = so2_convolution(h, channelwise_weights(blocks_am_bm),
                           geometry, layout, 2, 1.0)
     reference = _e3nn_messages(tp, blocks, h, geometry, geometry.per_edge(pair_weights), lmax, channels)
     scale = float(reference.abs().max())
     assert scale > 1e-3 and float(reference[:, 1].abs().max()) > 1e-3 * scale  # pseudotensors present
     assert float((so2 - reference).abs().max()) < 1e-10 * scale
+    # one weight row per pair row, shared by both directions: the same convolution
+    per_pair = channelwise_weights(_so2_weights(tp1, blocks, layout, pair_weights, parities_in, channels))
+    assert float((so2_convolution(h, per_pair, geometry, layout, 2, 1.0) - so2).abs().max()) < 1e-12 * scale
+
+
+@pytest.mark.parametrize("lmax", [1, 2, 3])
+@pytest.mark.parametrize("parities_in", [1, 2])
+def test_shared_mixing_equals_the_e3nn_oracle_with_separable_path_weights(lmax, parities_in):
+    """Shared mixing (one matrix per order, radial scales per (class, channel, degree) in) reproduces
+    e3nn's convolution whose path weights factor as u_pc g_{s l c}(r_ij) (g of the path's input
+    block): the matrices are the channel-diagonal ones of the A_m, B_m read off u, the scales g."""
+    channels = 2
+    atoms = bpa_frames(1)[0][:12]
+    atoms.append("H")
+    atoms.positions[-1] = atoms.positions[0] + [0.0, -1.1, 0.0]
+    graph = molsym.from_ase(Atoms(atoms.numbers, atoms.positions), 4.5)
+    geometry = GeometryBuilder(4.5, 4)(graph)
+    tp, tp1, blocks = _oracle(lmax, parities_in, channels)
+    gen = torch.Generator().manual_seed(10 + lmax)
+    n, pairs = graph["positions"].shape[0], geometry.pair_index.shape[1]
+    h = torch.randn(n, parities_in, (lmax + 1) ** 2, channels, generator=gen)
+    u = torch.randn(len(tp.instructions), channels, generator=gen)
+    g = torch.randn(pairs, parities_in, lmax + 1, channels, generator=gen)  # per pair, class, degree, channel
+    path_g = torch.stack([g[:, blocks[ins.i_in1][0], blocks[ins.i_in1][1]] for ins in tp1.instructions], dim=1)
+    layout = SO2Layout(lmax, lmax, lmax)
+    matrices = shared_matrices([w[0] for w in _so2_weights(tp1, blocks, layout, u[None], parities_in, channels)],
+                               layout)
+    scales = [g[:, :, m:].transpose(1, 2) for m in range(lmax + 1)]  # per pair row: (P, n_in, S, C)
+    so2 = so2_convolution_shared(h, scales, matrices, geometry, layout, 2, 1.0)
+    reference = _e3nn_messages(tp, blocks, h, geometry, geometry.per_edge(u * path_g), lmax, channels)
+    scale = float(reference.abs().max())
+    assert scale > 1e-3 and float(reference[:, 1].abs().max()) > 1e-3 * scale
+    assert float((so2 - reference).abs().max()) < 1e-10 * scale
+
+
+def test_shared_mixing_is_equivariant_with_second_derivatives():
+    torch.manual_seed(2)
+    config = {"elements": [1, 6, 7, 8], "family": "escn", "channels": 4, "lmax": 3, "mmax": 2, "layers": 2,
+              "num_radial": 8, "radial_hidden": 16, "mixing": "shared"}
+    model = molsym.Potential.from_config(config).double()
+    graph = molsym.from_ase(bpa_frames(1)[0], model.cutoff)
+    testing.assert_equivariant(model, graph, 1e-10)
+    small = molsym.from_ase(_two_atoms_along([0.3, -1.0, 0.2], 0.0), model.cutoff)
+    testing.assert_forces_match_fd(model, small, rtol=1e-6)
+    testing.assert_hessian_matches_fd(model, small, rtol=1e-6)
+
+
+def test_layer_reads_the_radial_outputs_as_a_and_b_blocks():
+    """The radial network's outputs keep their meaning (A_0, A_1, B_1, ... blocks, so saved
+    parameters load unchanged); the layer reads them reordered into the mixing matrices."""
+    torch.manual_seed(3)
+    model = molsym.Potential.from_config({"elements": [1, 8], "family": "escn", "channels": 3, "lmax": 3,
+                                          "mmax": 2, "layers": 2, "num_radial": 8, "radial_hidden": 16}).double()
+    graph = molsym.from_ase(_two_atoms_along([0.3, -1.0, 0.2], 0.0), model.cutoff)
+    geometry = model.geometry(graph)
+    for layer in model.interactions:
+        pair = geometry.pair_weights(layer.radial_mlp, layer.num_radial)
+        shapes = layer.layout.weight_shapes(layer.input_form.parities, 3)
+        sizes = [math.prod(shape) for shape in shapes]
+        blocks = [w.reshape(-1, *shape) for w, shape in zip(pair.split(sizes, dim=1), shapes)]
+        for got, expected in zip(layer.edge_weights(geometry), channelwise_weights(blocks), strict=True):
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)
 
 
 def _two_atoms_along(direction, offset: float):
@@ -209,5 +276,7 @@ def test_truncated_orders_stay_equivariant():
 def test_escn_settings_are_validated():
     with pytest.raises(ValueError, match=r"layer 1 \(escn\): 'mmax' must be <= 'lmax'"):
         molsym.Potential.from_config({"elements": [1], "family": "escn", "lmax": 2, "mmax": 3})
+    with pytest.raises(ValueError, match=r"'mixing' must be one of channelwise, shared, got 'full'"):
+        molsym.Potential.from_config({"elements": [1], "family": "escn", "mixing": "full"})
     model = molsym.Potential.from_config({"elements": [1], "family": "escn", "channels": 4})
     assert (model.interactions[0].layout.lmax_out, model.interactions[0].layout.mmax) == (4, 2)  # defaults

@@ -24,6 +24,14 @@ against O(L^6) for the full tensor product.
 The layer: h = Linear(x); m_i = SO2 convolution of h; x'_i = x_i + Gate(Linear(m_i)) +
 SelfInteraction(x_i), with the gate of the e3nn family (silu on 0e, tanh on 0o, sigmoid
 gates from 0e scalars on every l >= 1 block).
+
+``mixing``: "channelwise" (default; the above, A_m and B_m per edge and channel from the
+radial network) or "shared" (fairchem's parametrisation made O(3): per edge only a radial
+scale of each input (degree, class, channel) and order, then per order one learnt matrix
+mixing degrees, classes and channels jointly; fewer per-edge values, one GEMM per order).
+Neither contains the other (shared mixes channels but its radial dependence is a
+per-input scale; channel-wise has a free radial function per (l', l, channel)), so the
+default stays channel-wise. The kernels are in ``molsym.nn.interactions.so2_conv``.
 """
 from __future__ import annotations
 
@@ -39,13 +47,19 @@ from molsym.nn.interactions.base import (
     Family, Interaction, RadialNetwork, check_non_negative_int, check_positive_float, check_positive_int,
 )
 from molsym.nn.interactions.e3nn_conv import E3nnEmbedding, E3nnInvariants, e3nn_embedding_form, e3nn_input_form
-from molsym.nn.scatter import scatter_sum
+from molsym.nn.interactions.so2_conv import SO2Layout, channelwise_weights, so2_convolution, so2_convolution_shared
+
+
+MIXINGS = ("channelwise", "shared")
 
 
 @dataclass(frozen=True)
 class ESCNSettings:
     """Keys of an eSCN layer: channels C, degrees 0..lmax, orders 0..mmax kept in the edge frame,
-    the radial network (num_radial functions in, radial_hidden units) and avg_num_neighbors."""
+    the radial network (num_radial functions in, radial_hidden units), avg_num_neighbors and
+    the SO(2) mixing: "channelwise" (per edge and channel, A_m and B_m from the radial network)
+    or "shared" (per edge, a radial scaling of each (class, channel, degree), then one learnt
+    matrix per order mixing them jointly; :func:`so2_convolution_shared`)."""
 
     channels: int = 128
     lmax: int = 4
@@ -53,6 +67,7 @@ class ESCNSettings:
     num_radial: int = 32
     radial_hidden: int = 64
     avg_num_neighbors: float = 16.0
+    mixing: str = "channelwise"
 
     def __post_init__(self):
         check_positive_int("channels", self.channels)
@@ -63,6 +78,8 @@ class ESCNSettings:
         check_positive_int("num_radial", self.num_radial)
         check_positive_int("radial_hidden", self.radial_hidden)
         check_positive_float("avg_num_neighbors", self.avg_num_neighbors)
+        if self.mixing not in MIXINGS:
+            raise ValueError(f"'mixing' must be one of {', '.join(MIXINGS)}, got {self.mixing!r}")
 
 
 def escn_output_form(settings: ESCNSettings, input_form: FeatureForm) -> FeatureForm:
@@ -70,84 +87,6 @@ def escn_output_form(settings: ESCNSettings, input_form: FeatureForm) -> Feature
     switches = min(settings.mmax, settings.lmax, input_form.lmax) >= 1
     parities = 2 if switches or input_form.parities == 2 else 1
     return FeatureForm.spherical(settings.channels, settings.lmax, parities)
-
-
-class SO2Layout:
-    """The edge frame's bookkeeping for degrees 0..lmax_in -> 0..lmax_out, orders <= mmax.
-
-    Frame coefficients of degree l are kept for m = -k..k, k = min(l, mmax) (``kept_in``,
-    ``kept_out``); ``orders[m]`` = (n_in, n_out), the numbers of input and output degrees l >= m.
-    """
-
-    def __init__(self, lmax_in: int, lmax_out: int, mmax: int):
-        self.lmax_in, self.lmax_out, self.mmax = lmax_in, lmax_out, mmax
-        self.kept_in = [min(l, mmax) for l in range(lmax_in + 1)]
-        self.kept_out = [min(l, mmax) for l in range(lmax_out + 1)]
-        self.orders = [(lmax_in - m + 1, lmax_out - m + 1) for m in range(min(mmax, lmax_in, lmax_out) + 1)]
-
-    def weight_shapes(self, parities_in: int, channels: int) -> list[tuple[int, ...]]:
-        """Per-edge shapes of A_0, A_1, B_1, A_2, B_2, ...: (S_in, C, n_out, n_in) each."""
-        shapes = []
-        for m, (n_in, n_out) in enumerate(self.orders):
-            shapes += [(parities_in, channels, n_out, n_in)] * (1 if m == 0 else 2)
-        return shapes
-
-
-def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: EdgeGeometry, layout: SO2Layout,
-                    parities_out: int, inv_avg_neighbors: float) -> torch.Tensor:
-    """Messages summed onto receivers: h (N, S_in, (L_in+1)^2, C) -> (N, S_out, (L_out+1)^2, C).
-
-    ``weights``: [A_0, A_1, B_1, A_2, B_2, ...] per directed edge (order of
-    ``geometry.directed_index``), A_m and B_m of shape (D, S_in, C, n_out(m), n_in(m)).
-    Frame coefficients move as lists of (D, S, C) rows (stacked and unbound, never gathered
-    by index), so the backward pass allocates nothing the size of the frame per order.
-    """
-    n, parities_in, _, c = h.shape
-    i, j = geometry.directed_index
-    blocks = geometry.directed_wigner(max(layout.lmax_in, layout.lmax_out))
-    nodes = h.permute(0, 2, 1, 3).reshape(n, (layout.lmax_in + 1) ** 2, parities_in * c)  # (N, D_in, S_in C)
-    sender = nodes.index_select(0, j)
-    edges = sender.shape[0]
-    rows = []  # rows[l][k + m]: (D, S_in, C), frame coefficient of degree l and order m
-    for l, k in enumerate(layout.kept_in):
-        rotated = blocks[l][:, l - k:l + k + 1] @ sender[:, l * l:(l + 1) ** 2]
-        rows.append(rotated.view(edges, 2 * k + 1, parities_in, c).unbind(1))
-    out_rows = [[None] * (2 * k + 1) for k in layout.kept_out]
-    for m, (n_in, n_out) in enumerate(layout.orders):
-        degrees_in = range(m, m + n_in)
-        plus = torch.stack([rows[l][layout.kept_in[l] + m] for l in degrees_in], dim=-1)  # (D, S_in, C, n_in)
-        a = weights[0] if m == 0 else weights[2 * m - 1]
-        a_plus = (a * plus.unsqueeze(-2)).sum(-1)  # (D, S_in, C, n_out)
-        if m == 0:
-            y_plus, y_minus = _classes(a_plus, parities_out), None
-        else:
-            minus = torch.stack([rows[l][layout.kept_in[l] - m] for l in degrees_in], dim=-1)
-            b = weights[2 * m]
-            a_minus = (a * minus.unsqueeze(-2)).sum(-1)
-            b_plus = (b * plus.unsqueeze(-2)).sum(-1)
-            b_minus = (b * minus.unsqueeze(-2)).sum(-1)
-            if parities_in == 2:
-                y_plus, y_minus = a_plus + b_minus.flip(1), a_minus - b_plus.flip(1)
-            else:
-                y_plus, y_minus = torch.cat((a_plus, b_minus), dim=1), torch.cat((a_minus, -b_plus), dim=1)
-        for index, l in enumerate(range(m, m + n_out)):
-            k = layout.kept_out[l]
-            out_rows[l][k + m] = y_plus[..., index]
-            if y_minus is not None:
-                out_rows[l][k - m] = y_minus[..., index]
-    messages = torch.cat([
-        blocks[l][:, l - k:l + k + 1].transpose(1, 2)
-        @ torch.stack(out_rows[l], dim=1).reshape(edges, 2 * k + 1, parities_out * c)
-        for l, k in enumerate(layout.kept_out)], dim=1)  # (D, D_out, S_out C)
-    aggregated = scatter_sum(messages, i, n) * inv_avg_neighbors
-    return aggregated.view(n, (layout.lmax_out + 1) ** 2, parities_out, c).permute(0, 2, 1, 3)
-
-
-def _classes(x: torch.Tensor, parities: int) -> torch.Tensor:
-    """(D, S, C, n) with S classes -> ``parities`` classes, zero-padded."""
-    if x.shape[1] < parities:
-        x = torch.cat((x, torch.zeros_like(x)), dim=1)
-    return x
 
 
 class SpatialGate(nn.Module):
@@ -174,6 +113,37 @@ class SpatialGate(nn.Module):
         return torch.cat((torch.stack(scalars, dim=1), gated), dim=2)
 
 
+def channelwise_output_order(layout: SO2Layout, parities_in: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index and sign (K,) taking the radial outputs A_0, A_1, B_1, ... (flattened (S_in, C, n_out,
+    n_in) blocks) to the flattened weights of ``so2_conv.so2_convolution``: out[k] = sign[k] in[index[k]]."""
+    shapes = layout.weight_shapes(parities_in, channels)
+    sizes = [math.prod(shape) for shape in shapes]
+    labels = torch.arange(1, sum(sizes) + 1, dtype=torch.float64)  # 1-based, so that a sign shows
+    blocks = [b.view(shape) for b, shape in zip(labels.split(sizes), shapes)]
+    order = torch.cat([w.reshape(-1) for w in channelwise_weights(blocks)])
+    return order.abs().long() - 1, order.sign()
+
+
+class ReorderedOutputs(nn.Module):
+    """A Linear-ending network whose outputs are permuted and sign-flipped, out[:, k] =
+    sign[k] network(x)[:, index[k]], by reordering the last layer's rows (no copy of the outputs).
+    The network's parameters stay owned (and named in state dicts) by the module that holds it."""
+
+    def __init__(self, network: nn.Sequential, index: torch.Tensor, sign: torch.Tensor):
+        super().__init__()
+        self.__dict__["network"] = network  # not a submodule: no second copy of its state-dict keys
+        self.register_buffer("index", index, persistent=False)
+        self.register_buffer("sign", sign, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *hidden, last = self.network
+        for layer in hidden:
+            x = layer(x)
+        sign = self.sign.to(last.weight.dtype)
+        weight = last.weight.index_select(0, self.index) * sign.unsqueeze(-1)
+        return torch.nn.functional.linear(x, weight, last.bias.index_select(0, self.index) * sign)
+
+
 class ESCNConvolution(Interaction):
     """One eSCN layer (see the module docstring)."""
 
@@ -190,29 +160,46 @@ class ESCNConvolution(Interaction):
         self.layout = SO2Layout(input_form.lmax, settings.lmax, settings.mmax)
         hidden_form = FeatureForm.spherical(c, input_form.lmax, input_form.parities)
         self.linear_in = ChannelMap(input_form, hidden_form)
-        self.weight_shapes = self.layout.weight_shapes(input_form.parities, c)
+        self.mixing = settings.mixing
+        if self.mixing == "shared":
+            self.weight_shapes = self.layout.scale_shapes(input_form.parities, c)
+            shapes = self.layout.matrix_shapes(input_form.parities, self.output_form.parities, c)
+            self.so2_matrices = nn.ParameterList(
+                [nn.Parameter(torch.randn(shape) / math.sqrt(shape[-1])) for shape in shapes])
+        else:
+            self.weight_shapes = self.layout.mixing_shapes(input_form.parities, self.output_form.parities, c)
         self.weight_sizes = [math.prod(shape) for shape in self.weight_shapes]
         self.radial_mlp = nn.Sequential(
             nn.Linear(settings.num_radial, settings.radial_hidden), nn.SiLU(),
             nn.Linear(settings.radial_hidden, sum(self.weight_sizes)),
         )
+        # channelwise: the parameters' outputs are A_0, A_1, B_1, ... (S_in, C, n_out, n_in) each;
+        # the convolution reads them as A_0, M_1, M_2, ... (so2_conv.mixing_matrix)
+        self.radial_network = self.radial_mlp if self.mixing == "shared" else ReorderedOutputs(
+            self.radial_mlp, *channelwise_output_order(self.layout, input_form.parities, c))
         self.linear_out = ChannelMap(self.output_form, self.output_form)
         self.gate = SpatialGate(self.output_form)
         self.self_interaction = ChannelMap(input_form, self.output_form)
 
     def radial_networks(self) -> list[RadialNetwork]:
-        return [RadialNetwork(self.radial_mlp, self.num_radial)]
+        return [RadialNetwork(self.radial_network, self.num_radial)]
 
     def edge_weights(self, geometry: EdgeGeometry) -> list[torch.Tensor]:
-        """[A_0, A_1, B_1, ...] per directed edge, each (D, S_in, C, n_out, n_in)."""
-        flat = geometry.directed(geometry.pair_weights(self.radial_mlp, self.num_radial))
-        return [w.reshape(-1, *shape) for w, shape in zip(flat.split(self.weight_sizes, dim=1), self.weight_shapes)]
+        """Per pair row (shared by both directions): channelwise, A_0 (P, S_in, C, n_out, n_in) and
+        M_m (P, C, S_out n_out, S_in n_in) for m >= 1; shared, the scales of each order, (P, n_in, S_in, C)."""
+        pair = geometry.pair_weights(self.radial_network, self.num_radial)
+        return [w.reshape(w.shape[0], *shape) for w, shape in zip(pair.split(self.weight_sizes, dim=1),
+                                                                  self.weight_shapes)]
 
     def forward(self, features: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:
         """features (N, S_in, D_in, C_in) of ``input_form`` -> (N, S, D, C) of ``output_form``."""
         h = self.linear_in(features)
-        messages = so2_convolution(h, self.edge_weights(geometry), geometry, self.layout,
-                                   self.output_form.parities, self.inv_avg_neighbors)
+        if self.mixing == "shared":
+            messages = so2_convolution_shared(h, self.edge_weights(geometry), list(self.so2_matrices), geometry,
+                                              self.layout, self.output_form.parities, self.inv_avg_neighbors)
+        else:
+            messages = so2_convolution(h, self.edge_weights(geometry), geometry, self.layout,
+                                       self.output_form.parities, self.inv_avg_neighbors)
         update = self.gate(self.linear_out(messages), messages) + self.self_interaction(features)
         skip = residual(features, self.input_form, self.output_form)
         return update if skip is None else skip + update
