@@ -41,6 +41,7 @@ from torch import nn
 from molsym.heads.representation import Representation
 from molsym.nn.radial import BesselBasis, PolynomialCutoff
 from molsym.nn.scatter import scatter_sum
+from molsym.o3.bilinear import fully_connected
 from molsym.o3.cartesian import from_irreps
 
 
@@ -175,7 +176,7 @@ class HessianHead(nn.Module):
                                     normalize=False, normalization="component")
         messages = self.message(self.edge_product(neighbour.index_select(0, j), sh, geometry.directed(radial)))
         # the blocks are linear in the messages, so they carry the envelope: zero beyond the cutoff
-        directed = _block_from_coefficients(self.pair_product(own.index_select(0, i), messages),
+        directed = _block_from_coefficients(fully_connected(self.pair_product, own.index_select(0, i), messages),
                                             axial=not self.settings.sum_rule)
         pair = 0.5 * (directed[:pairs] + directed[pairs:].transpose(-1, -2))  # H_ij = (B_ij + B_ji^T) / 2
         pi, pj = geometry.pair_index
@@ -183,7 +184,7 @@ class HessianHead(nn.Module):
             diagonal = -(scatter_sum(pair, pi, n) + scatter_sum(pair.transpose(-1, -2), pj, n))
         else:
             gathered = scatter_sum(messages, i, n) * self.inv_avg_neighbors
-            diagonal = _block_from_coefficients(self.self_product(own, own + gathered), axial=False)
+            diagonal = _block_from_coefficients(fully_connected(self.self_product, own, own + gathered), axial=False)
         return HessianBlocks(diagonal, geometry.pair_index, pair)
 
     def forward(self, representation: Representation) -> torch.Tensor:
