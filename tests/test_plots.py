@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from molsym.train.plots import learning_curve, parity_plot
+from molsym.train.plots import error_against_time, learning_curve, parity_plot
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -113,3 +113,24 @@ def test_learning_curve_rejects_empty(tmp_path):
 def test_import_does_not_load_matplotlib():
     code = "import sys, molsym.train, molsym.train.plots; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_error_against_time(tmp_path):
+    def history(speed):
+        return [{"time_s": speed * k, "valid_forces_rmse_mev_a": 100.0 / math.sqrt(k),
+                 "valid_energy_rmse_mev_atom": 5.0 / k if k != 3 else None} for k in range(1, 60)]
+
+    target = tmp_path / "budget.png"
+    assert error_against_time({"32 ch": history(6.0), "64 ch": history(11.0)}, target, title="3BPA") == target
+    assert_png(target)
+    assert_no_temporaries(tmp_path)
+
+
+@pytest.mark.parametrize("runs, split, message", [
+    ({}, "valid", "no runs"),
+    ({"a": [{"time_s": 1.0, "valid_forces_rmse_mev_a": 2.0}]}, "holdout", "split must be"),
+    ({"a": [{"time_s": None, "valid_forces_rmse_mev_a": 2.0}]}, "valid", "no finite"),
+])
+def test_error_against_time_rejects_bad_input(tmp_path, runs, split, message):
+    with pytest.raises(ValueError, match=message):
+        error_against_time(runs, tmp_path / "x.png", split=split)

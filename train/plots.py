@@ -173,6 +173,54 @@ def learning_curve(history: Sequence[Mapping[str, Any]], path, *, title: str | N
     return _save(figure, path)
 
 
+def error_against_time(runs: Mapping[str, Sequence[Mapping[str, Any]]], path, *, split: str = "valid",
+                       title: str | None = None) -> Path:
+    """Forces and energy RMSE of ``split`` against training time, one curve per run; returns the PNG path.
+
+    Args:
+        runs: label -> history (the rows of a run's ``log.csv``: ``time_s``, the training clock in
+            seconds, and ``{split}_forces_rmse_mev_a`` (meV/Å), ``{split}_energy_rmse_mev_atom``
+            (meV/atom)). Rows without a finite time or value are skipped.
+        path: target PNG file; parent directories are created.
+        split: which metrics to draw (train, valid or test).
+
+    Both axes are logarithmic (time in minutes), so runs of different lengths and speeds compare
+    at equal wall time.
+
+    Raises:
+        ValueError: no runs, an unknown split, or a run without any finite point.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"error_against_time: split must be one of {SPLITS}, got {split!r}")
+    if not runs:
+        raise ValueError("error_against_time: no runs given")
+    figure = _figure(figsize=(6.5, 6.0))
+    axes_f, axes_e = figure.subplots(2, 1, sharex=True)
+    for label, history in runs.items():
+        rows = list(history)
+        minutes = np.array([_number(row.get("time_s")) for row in rows], dtype=float) / 60.0
+        drawn = False
+        for axes, key in ((axes_f, f"{split}_forces_rmse_mev_a"), (axes_e, f"{split}_energy_rmse_mev_atom")):
+            values = np.array([_number(row.get(key)) for row in rows], dtype=float)
+            keep = np.isfinite(minutes) & np.isfinite(values) & (minutes > 0) & (values > 0)
+            if keep.any():
+                axes.plot(minutes[keep], values[keep], label=label)
+                drawn = True
+        if not drawn:
+            raise ValueError(f"error_against_time: run {label!r} has no finite time_s and {split} RMSE values")
+    for axes, unit in ((axes_f, f"{split} forces RMSE (meV/Å)"), (axes_e, f"{split} energy RMSE (meV/atom)")):
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_ylabel(unit)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=8, loc="upper right")
+    axes_e.set_xlabel("training time (minutes)")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def _figure(figsize) -> Any:
     """A ``matplotlib.figure.Figure`` attached to an Agg canvas (freed with the object; no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
