@@ -18,7 +18,7 @@ then ``--repeats`` calls are timed (median).
 Columns: seconds per Hessian; peak memory: the process's maximum resident set minus the
 resident set after building the model (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA).
 ``autograd`` is ``molsym.models.derivatives.hessian`` (vector-Hessian products batched by vmap,
-32 rows per chunk); ``head`` is ``model(graph, heads=("hessian",))`` under
+``--chunk`` rows per batched backward pass, 32 by default); ``head`` is ``model(graph, heads=("hessian",))`` under
 ``torch.no_grad``.
 
 ``--autograd-chunks K`` (for large N, where one exact Hessian takes many minutes on CPU): the
@@ -86,9 +86,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def autograd_parts(model, graph, chunks: int, device: str) -> tuple[float, float, int]:
+def autograd_parts(model, graph, chunks: int, device: str, rows: int = CHUNK) -> tuple[float, float, int]:
     """(seconds of the forward pass with the gradient's graph, seconds of ``chunks`` batched backward
-    passes of CHUNK rows, total passes of a full Hessian): the steps of
+    passes of ``rows`` rows, total passes of a full Hessian): the steps of
     ``molsym.models.derivatives.hessian``, timed separately."""
     import torch
 
@@ -106,16 +106,16 @@ def autograd_parts(model, graph, chunks: int, device: str) -> tuple[float, float
     eye = torch.eye(n3, dtype=gradient.dtype, device=gradient.device)
     result = positions.new_zeros(n3, n3)
     start = time.perf_counter()
-    for first in range(0, chunks * CHUNK, CHUNK):
-        (block,) = torch.autograd.grad(gradient, positions, grad_outputs=eye[first:first + CHUNK], retain_graph=True,
+    for first in range(0, chunks * rows, rows):
+        (block,) = torch.autograd.grad(gradient, positions, grad_outputs=eye[first:first + rows], retain_graph=True,
                                        is_grads_batched=True)
-        result[first:first + CHUNK] = block.reshape(CHUNK, n3)
+        result[first:first + rows] = block.reshape(rows, n3)
     _sync(device)
-    return forward, time.perf_counter() - start, -(-n3 // CHUNK)
+    return forward, time.perf_counter() - start, -(-n3 // rows)
 
 
 def measure(family: str, dtype_name: str, size: int, method: str, repeats: int, device: str,
-            autograd_chunks: int = 0, autograd_warmup: bool = True) -> dict:
+            autograd_chunks: int = 0, autograd_warmup: bool = True, rows: int = CHUNK) -> dict:
     """One row, in this process."""
     import resource
 
@@ -132,17 +132,17 @@ def measure(family: str, dtype_name: str, size: int, method: str, repeats: int, 
         p.requires_grad_(False)
     atoms = system(size)
     graph = {k: v.to(device) for k, v in molsym.from_ase(atoms, model.cutoff, dtype).items()}
-    extrapolated = method == "autograd" and 0 < autograd_chunks < -(-3 * len(atoms) // CHUNK)
+    extrapolated = method == "autograd" and 0 < autograd_chunks < -(-3 * len(atoms) // rows)
     if extrapolated:
         parts = []
 
         def call():
-            forward, passes, total = autograd_parts(model, graph, autograd_chunks, device)
+            forward, passes, total = autograd_parts(model, graph, autograd_chunks, device, rows)
             parts.append((forward, passes))
             return forward + passes * total / autograd_chunks
     elif method == "autograd":
         def call():
-            return hessian(model, graph, chunk_size=CHUNK)
+            return hessian(model, graph, chunk_size=rows)
     else:
         def call():
             with torch.no_grad():
@@ -166,7 +166,7 @@ def measure(family: str, dtype_name: str, size: int, method: str, repeats: int, 
         peak = torch.cuda.max_memory_allocated() / 2**30
     return {"family": family, "dtype": dtype_name, "atoms": len(atoms), "method": method, "device": device,
             "seconds": statistics.median(times), "peak_gib": peak, "repeats": repeats, "extrapolated": extrapolated,
-            "timed_passes": autograd_chunks if extrapolated else None, "warmup": warmup, "loadavg": os.getloadavg()}
+            "timed_passes": autograd_chunks if extrapolated else None, "chunk_rows": rows, "warmup": warmup, "loadavg": os.getloadavg()}
 
 
 def main() -> None:
@@ -183,6 +183,7 @@ def main() -> None:
     parser.add_argument("--no-autograd-warmup", action="store_true",
                         help="time the first autograd call (for rows that take minutes: one-time costs are then "
                              "a negligible part)")
+    parser.add_argument("--chunk", type=int, default=CHUNK, help="Hessian rows per batched backward pass")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", default=None, help="write the rows as JSON here")
     parser.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: one row in this process
@@ -200,7 +201,7 @@ def main() -> None:
                 for method in ("autograd", "head"):
                     repeats = args.autograd_repeats or args.repeats if method == "autograd" else args.repeats
                     row = [family, dtype, size, method, repeats, args.device, args.autograd_chunks,
-                           not args.no_autograd_warmup]
+                           not args.no_autograd_warmup, args.chunk]
                     done = subprocess.run([sys.executable, __file__, "--row", json.dumps(row)], capture_output=True,
                                           text=True, check=True)
                     pair[method] = json.loads(done.stdout.strip().splitlines()[-1])

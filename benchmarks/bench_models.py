@@ -1,6 +1,12 @@
-"""Whole models, energy + forces per call on CPU: eSCN at lmax 2, 4, 6 (mmax 2) beside TensorNet.
+"""Whole models, energy + forces per call on CPU: eSCN and Gaunt beside TensorNet.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_models.py --json benchmarks/results/models_cpu.json
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_models.py --families gaunt \
+        --json benchmarks/results/models_cpu_gaunt.json
+
+``--families escn`` (default): eSCN at lmax 2, 4, 6 (mmax 2, ``--mixing``); ``--families gaunt``:
+the Gaunt family at lmax 2, 3, 4 (correlation 3, grid backend); both together with
+``--families escn gaunt``.
 
 Same width for all (32 channels, 2 layers, cutoff 5 Å, 16 radial functions), eager, on one
 thread: the 27-atom 3BPA molecule and a periodic box of 64 H2O (192 atoms), in float32
@@ -31,10 +37,14 @@ from molsym.models.derivatives import energy_forces_stress  # noqa: E402
 CUTOFF, WIDTH, LAYERS, RADIAL = 5.0, 32, 2, 16
 
 
-def models(dtype, mixing: str):
+def models(dtype, mixing: str, families=("escn",)):
     configs = {"tensornet": {"family": "tensornet"}}
-    for lmax in (2, 4, 6):
-        configs[f"escn L={lmax}"] = {"family": "escn", "lmax": lmax, "mmax": 2, "mixing": mixing}
+    if "escn" in families:
+        for lmax in (2, 4, 6):
+            configs[f"escn L={lmax}"] = {"family": "escn", "lmax": lmax, "mmax": 2, "mixing": mixing}
+    if "gaunt" in families:
+        for lmax in (2, 3, 4):
+            configs[f"gaunt L={lmax}"] = {"family": "gaunt", "lmax": lmax, "correlation": 3, "backend": "grid"}
     out = {}
     for name, config in configs.items():
         torch.manual_seed(0)
@@ -50,6 +60,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--mixing", default="channelwise", choices=["channelwise", "shared"])
+    parser.add_argument("--families", nargs="+", default=["escn"], choices=["escn", "gaunt"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -61,7 +72,7 @@ def main(argv=None) -> int:
         for dtype_name in ("float32", "float64"):
             dtype = getattr(torch, dtype_name)
             graph = to_device(molsym.collate([molsym.from_ase(atoms, CUTOFF)]), dtype=dtype)
-            calls = models(dtype, args.mixing)
+            calls = models(dtype, args.mixing, args.families)
             for model in calls.values():
                 energy_forces_stress(model, graph)
             times = {name: [] for name in calls}
@@ -77,7 +88,7 @@ def main(argv=None) -> int:
                 print(f"| {system} | {dtype_name} | {name} | {ms:.1f} | {ratio:.2f} |", flush=True)
     if args.json:
         tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"mixing": args.mixing, "channels": WIDTH, "layers": LAYERS, "threads": 1,
+        tmp.write_text(json.dumps({"families": args.families, "mixing": args.mixing, "channels": WIDTH, "layers": LAYERS, "threads": 1,
                                    "load_average_end": os.getloadavg(), "rows": rows}, indent=1))
         tmp.replace(args.json)
     return 0
