@@ -103,6 +103,14 @@ def median_ms(call, repeats, warmup) -> float:
     return 1e3 * statistics.median(times)
 
 
+def timed(make, repeats, warmup):
+    """(median ms of a call, seconds to build it): ``make()`` returns the call to time."""
+    start = time.perf_counter()
+    call = make()
+    setup = time.perf_counter() - start
+    return median_ms(call, repeats, warmup), setup
+
+
 def slope(ls, ms) -> float | None:
     points = [(math.log(l), math.log(t)) for l, t in zip(ls, ms) if l >= 3 and t]
     if len(points) < 2:

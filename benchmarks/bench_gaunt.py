@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_escn import median_ms, slope  # noqa: E402
+from bench_escn import slope, timed  # noqa: E402
 
 from molsym.nn.gaunt_product import GauntTensorProduct  # noqa: E402
 from molsym.o3.gaunt import gaunt_coefficients  # noqa: E402
@@ -111,12 +111,6 @@ def paired_ratio(first, second, repeats: int) -> float:
         ratios.append((time.perf_counter() - middle) / (middle - start))
     return statistics.median(ratios)
 
-
-def timed(make, repeats, warmup):
-    start = time.perf_counter()
-    call = make()
-    setup = time.perf_counter() - start
-    return median_ms(call, repeats, warmup), setup
 
 
 def main(argv=None) -> int:

@@ -68,7 +68,7 @@ try:
 except ImportError:  # mace-torch lives in mace-venv only
     SymmetricContraction = None
 
-from bench_escn import median_ms  # noqa: E402
+from bench_escn import timed  # noqa: E402
 
 import e3nn  # noqa: E402
 from e3nn import o3  # noqa: E402
@@ -259,13 +259,6 @@ def weight_counts(channels, lmax, correlation, contraction, with_e3nn) -> dict:
         counts["mace"] = count(contraction)
     return counts
 
-
-def timed(make, repeats, warmup):
-    """(median ms of a call, seconds to build it)."""
-    start = time.perf_counter()
-    call = make()
-    setup = time.perf_counter() - start
-    return median_ms(call, repeats, warmup), setup
 
 
 def main(argv=None) -> int:
