@@ -103,6 +103,14 @@ def median_ms(call, repeats, warmup) -> float:
     return 1e3 * statistics.median(times)
 
 
+def write_json(path: Path, data) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file beside it, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
 def timed(make, repeats, warmup):
     """(median ms of a call, seconds to build it): ``make()`` returns the call to time."""
     start = time.perf_counter()
@@ -159,12 +167,9 @@ def main(argv=None) -> int:
     exponents = {key: slope(ls, [r.get(key) for r in rows]) for key in ("so2_full_ms", "so2_mmax2_ms", "e3nn_ms")}
     print("growth exponents (L >= 3):", {k: (None if v is None else round(v, 2)) for k, v in exponents.items()})
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"channels": args.channels, "dtype": args.dtype, "threads": args.threads,
-                                   "frames": args.frames, "load_average_end": os.getloadavg(),
-                                   "rows": rows, "exponents": exponents}, indent=1))
-        tmp.replace(args.json)
+        write_json(args.json, {"channels": args.channels, "dtype": args.dtype, "threads": args.threads,
+                   "frames": args.frames, "load_average_end": os.getloadavg(),
+                   "rows": rows, "exponents": exponents})
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_escn import graph_of  # noqa: E402
+from bench_escn import graph_of, write_json  # noqa: E402
 
 import molsym.nn.interactions.so2_conv as after  # noqa: E402
 from molsym.data.graph import to_device  # noqa: E402
@@ -95,10 +94,8 @@ def main(argv=None) -> int:
         print(f"| {lmax} | {mmax} | {med['before']:.0f} | {med['after']:.0f} | {med['before'] / med['after']:.2f} |",
               flush=True)
     if args.json:
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"before_commit": BEFORE, "channels": 16, "dtype": "float32", "threads": 1,
-                                   "load_average_end": os.getloadavg(), "rows": rows}, indent=1))
-        tmp.replace(args.json)
+        write_json(args.json, {"before_commit": BEFORE, "channels": 16, "dtype": "float32", "threads": 1,
+                   "load_average_end": os.getloadavg(), "rows": rows})
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import statistics
 import sys
@@ -34,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_escn import write_json  # noqa: E402
 from systems import bpa_frames  # noqa: E402
 
 import molsym  # noqa: E402
@@ -149,13 +149,10 @@ def main(argv=None) -> int:
               f"{shared:.1f} | {f / row['molsym_channelwise_ms']:.2f} | {f / shared:.2f} | {f2 / shared:.2f} |",
               flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"channels": args.channels, "dtype": args.dtype, "threads": args.threads,
-                                   "hidden": args.hidden, "num_radial": args.num_radial,
-                                   "load_average_end": os.getloadavg(), "torch": torch.__version__,
-                                   "rows": rows}, indent=1))
-        tmp.replace(args.json)
+        write_json(args.json, {"channels": args.channels, "dtype": args.dtype, "threads": args.threads,
+                   "hidden": args.hidden, "num_radial": args.num_radial,
+                   "load_average_end": os.getloadavg(), "torch": torch.__version__,
+                   "rows": rows})
     return 0
 
 

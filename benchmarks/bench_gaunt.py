@@ -24,7 +24,6 @@ time against L over L >= 3. Absolute times depend on the machine's load (recorde
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_escn import slope, timed  # noqa: E402
+from bench_escn import slope, timed, write_json  # noqa: E402
 
 from molsym.nn.gaunt_product import GauntTensorProduct  # noqa: E402
 from molsym.o3.gaunt import gaunt_coefficients  # noqa: E402
@@ -167,10 +166,7 @@ def main(argv=None) -> int:
         results["tables"][str(channels)] = {"rows": rows, "exponents": exponents}
     results["loadavg_end"] = os.getloadavg()
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(args.json)
+        write_json(args.json, results)
     return 0
 
 
@@ -187,9 +183,7 @@ def paired_main(args, dtype) -> int:
             print(f"C = {channels}, L = {lmax}: fft / grid = {ratio:.2f} (median of {args.repeats} pairs)", flush=True)
     results["loadavg_end"] = os.getloadavg()
     if args.json:
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(args.json)
+        write_json(args.json, results)
     return 0
 
 

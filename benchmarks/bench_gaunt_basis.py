@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import sys
@@ -68,7 +67,7 @@ try:
 except ImportError:  # mace-torch lives in mace-venv only
     SymmetricContraction = None
 
-from bench_escn import timed  # noqa: E402
+from bench_escn import timed, write_json  # noqa: E402
 
 import e3nn  # noqa: E402
 from e3nn import o3  # noqa: E402
@@ -327,10 +326,7 @@ def main(argv=None) -> int:
     results["loadavg_end"] = os.getloadavg()
     print("load average (1, 5, 15 min) at start", results["loadavg_start"], "and end", results["loadavg_end"])
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(args.json)
+        write_json(args.json, results)
     return 0
 
 

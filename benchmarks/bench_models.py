@@ -17,7 +17,6 @@ their ratio to TensorNet measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -28,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_escn import write_json  # noqa: E402
 from systems import bpa_molecule, water_box  # noqa: E402
 
 import molsym  # noqa: E402
@@ -87,10 +87,8 @@ def main(argv=None) -> int:
                 rows.append({"system": system, "dtype": dtype_name, "model": name, "ms": ms, "ratio_tensornet": ratio})
                 print(f"| {system} | {dtype_name} | {name} | {ms:.1f} | {ratio:.2f} |", flush=True)
     if args.json:
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"families": args.families, "mixing": args.mixing, "channels": WIDTH, "layers": LAYERS, "threads": 1,
-                                   "load_average_end": os.getloadavg(), "rows": rows}, indent=1))
-        tmp.replace(args.json)
+        write_json(args.json, {"families": args.families, "mixing": args.mixing, "channels": WIDTH, "layers": LAYERS, "threads": 1,
+                   "load_average_end": os.getloadavg(), "rows": rows})
     return 0
 
 
