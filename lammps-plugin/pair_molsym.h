@@ -25,6 +25,8 @@ class PairMolsym : public Pair {
 
  protected:
   void allocate();
+  // large tensors from the heap, freed memory kept for the next step (glibc; see the .cpp)
+  static void keep_freed_memory();
   void load_model(const std::string &path);
   // atoms within message_hops edges of a local atom, local atoms first (the model sums the
   // energies of the first nlocal atoms), and the edges into atoms fewer than message_hops away;
