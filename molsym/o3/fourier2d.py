@@ -1,35 +1,34 @@
-"""Functions on the sphere in the 2D Fourier basis of (θ, φ), products by FFT ("fft" backend).
+"""Functions on the sphere in the 2D Fourier basis of (θ, φ), products by FFT in φ ("fft" backend).
 
 Luo, Chen & Krishnapriyan (ICLR 2024): with the continuation of ``molsym.o3.sphere`` to
 θ in [0, 2π), f = Σ_lm a_lm Θ_l^|m|(θ) Φ_m(φ) of degree <= L is a trigonometric polynomial
-on the torus, f = Σ_uv F[u, v] e^{iuθ} e^{ivφ}, |u|, |v| <= L, and the product of two such
-functions is the 2D convolution of their Fourier coefficients.
+on the torus, f = Σ_uv F[u, v] e^{iuθ} e^{ivφ}, |u|, |v| <= L, and a product of such
+functions is again one (the 2D convolution of their Fourier coefficients). Products are taken
+pointwise on the uniform (N_θ, N_φ) torus, N_θ = 2 Ld + 1 (no aliasing in θ for a product of
+degree Ld), N_φ >= max(Ld + Lout + 1, 2 L_in + 1) rounded up to a 2-3-5-smooth FFT length
+(no aliasing onto the projected orders |v| <= Lout).
 
-* Change of basis (sparse, precomputed): with Θ_l^v(θ) = Σ_u T[l, v, u] e^{iuθ} (T real for
-  even v, imaginary for odd v: Θ is sin^v θ times a polynomial in cos θ) and
-  √2 cos vφ, √2 sin vφ = (e^{ivφ} ± e^{-ivφ}) / (√2 or √2 i),
-  F[u, v] = Σ_l T[l, v, u] (a_{l,v} - i a_{l,-v}) / √2 for v > 0, F[u, 0] = Σ_l T[l, 0, u] a_l0,
-  F[u, -v] = conj F[-u, v]. The table holds (L+1) x (2L+1) x (L+1) nonzero numbers (one of
-  Re T, Im T per v; stored zero-padded to the torus's N_θ wrapped frequencies), O(L^3),
-  never a dense ((2L+1)², (L+1)²) matrix.
-* Product: the coefficients are zero-padded to the (N_θ, N_φ) torus, N_θ >= 2 Ld + 1 and
-  N_φ >= max(Ld + Lout + 1, 2 max(L1, L2) + 1) (rounded up to 2-3-5-smooth lengths) for a product of degree Ld = L1 + L2
-  projected on degrees <= Lout (no aliasing in θ; in φ none onto |v| <= Lout), taken to
-  values by an inverse FFT along θ (on the nonzero orders only) and an inverse real FFT
-  along φ (``torch.fft.ifft``, ``irfft``: two 1D transforms, faster than one ``irfft2``),
-  multiplied pointwise, and back by ``rfft`` along φ and ``fft`` along θ.
-* Projection: c_lm = ∫_0^π ∫_0^2π h Θ_l^|m| Φ_m sin θ dθ dφ = Σ_uv H[u, v] P[l, v, u] (...),
-  P[l, v, u] = Σ_u' T[l, v, u'] J(u + u') with the closed form
-  J(n) = ∫_0^π e^{inθ} sin θ dθ = (1 + (-1)^n) / (1 - n²) (n != ±1), J(±1) = ±iπ/2;
-  for m > 0, c_l,m = 2√2π Re S and c_l,-m = -2√2π Im S, S = Σ_u P[l, m, u] H[u, m]
-  (c_l0 = 2π Re S).
+* Half torus: every function on the sphere satisfies f(2π - θ, φ) = f(θ, φ + π) (Θ_l^m is
+  sin^m θ times a polynomial in cos θ, Φ_m(φ + π) = (-1)^m Φ_m), so only the rows
+  θ_k = 2πk / N_θ, k = 0..N_θ // 2 (θ in [0, π]) are evaluated; the others are implied.
+* Synthesis per row: the θ factor of the change of basis evaluated in place (the inverse θ
+  FFT of F[u, v] = Σ_l T[l, v, u] (a_{l,v} - i a_{l,-v}) / √2 is Σ_l Θ_l^v(θ_k) (...) / √2,
+  one real batched matrix product per order v, O(L^2) per function and row), then the
+  inverse real FFT along φ (``torch.fft.irfft``).
+* Projection: ``rfft`` along φ gives H_v(θ_k); the torus projection
+  c_lm = Σ_u P[l, v, u] H[u, v], P[l, v, u] = C_v Σ_u' T[l, v, u'] J(u + u') with the closed
+  form J(n) = ∫_0^π e^{inθ} sin θ dθ = (1 + (-1)^n) / (1 - n²) (n != ±1), J(±1) = ±iπ/2
+  (C_0 = 2π, C_v = 2√2π; c_l,v = Re S, c_l,-v = -Im S), is applied through
+  Q[l, v, k] = Σ_u P[l, v, u] e^{-iuθ_k} / N_θ with the mirrored rows folded in:
+  H_v(θ_{N-k}) = (-1)^v H_v(θ_k), so Q'[k] = Q[k] + (-1)^v Q[N - k].
 * Poisson bracket {f, g} = (1/sin θ)(∂_θ f ∂_φ g - ∂_φ f ∂_θ g): the values s{f,g} =
-  ∂_θ f ∂_φ g - ∂_φ f ∂_θ g are a trigonometric polynomial (derivatives multiply F by iu, iv)
-  and the sin θ of the measure cancels the 1/sin θ: projection with
-  K(n) = ∫_0^π e^{inθ} dθ = π (n = 0), 2i/n (n odd), 0 (n even != 0) in place of J.
+  ∂_θ f ∂_φ g - ∂_φ f ∂_θ g are a trigonometric polynomial (tables dΘ/dθ, and iv in φ), odd
+  under the mirror (s(2π - θ, φ) = -s(θ, φ + π)); the sin θ of the measure cancels the
+  1/sin θ: projection with K(n) = ∫_0^π e^{inθ} dθ = π (n = 0), 2i/n (n odd), 0 (n even != 0)
+  in place of J and the fold sign -(-1)^v.
 
-Complex tables are held as real pairs (non-persistent float64 buffers, so ``.to(dtype)``
-casts them); no custom autograd: the FFTs differentiate to any order.
+Tables are float64, held as non-persistent buffers (``.to(dtype)`` casts them); complex ones
+as real pairs. No custom autograd: matrix products and FFTs differentiate to any order.
 """
 from __future__ import annotations
 
@@ -39,7 +38,7 @@ import math
 import torch
 from torch import nn
 
-from molsym.o3.sphere import legendre_theta, order_scatter_index
+from molsym.o3.sphere import legendre_theta
 
 
 def fft_length(n: int) -> int:
@@ -59,13 +58,18 @@ def fft_length(n: int) -> int:
 
 def torus_size(degree: int, lmax_out: int, lmax_in: int = 0) -> tuple[int, int]:
     """(N_θ, N_φ) for products of degree <= ``degree`` of operands of degree <= ``lmax_in``,
-    projected on degrees <= ``lmax_out``: N_θ >= 2 degree + 1 (no aliasing), N_φ >=
-    max(degree + lmax_out + 1, 2 lmax_in + 1) (none onto |v| <= lmax_out, and the rfft's half
-    spectrum holds the operands' orders), each rounded up to a 2-3-5-smooth :func:`fft_length`."""
+    projected on degrees <= ``lmax_out``: N_θ = 2 degree + 1 (no aliasing in θ), N_φ the
+    :func:`fft_length` of max(degree + lmax_out + 1, 2 lmax_in + 1) (none onto |v| <= lmax_out,
+    and the rfft's half spectrum holds the operands' orders)."""
     for name, value in (("degree", degree), ("lmax_out", lmax_out)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return fft_length(2 * degree + 1), fft_length(max(degree + lmax_out + 1, 2 * lmax_in + 1))
+    return 2 * degree + 1, fft_length(max(degree + lmax_out + 1, 2 * lmax_in + 1))
+
+
+def half_rows(n_theta: int) -> int:
+    """Rows θ_k = 2πk / N_θ in [0, π] of the half torus: k = 0..N_θ // 2."""
+    return n_theta // 2 + 1
 
 
 @functools.lru_cache(maxsize=None)
@@ -97,40 +101,59 @@ def _k_flat(n: int) -> complex:
 
 @functools.lru_cache(maxsize=None)
 def synthesis_table(lmax: int, n_theta: int) -> dict[str, torch.Tensor]:
-    """Real tables of the change of basis for degrees <= lmax (V = L + 1 orders v >= 0) onto the
-    N_θ wrapped θ-frequencies of the torus (row k holds u = k, or k - N_θ past N_θ/2; the
-    2L + 1 rows with |u| <= L are nonzero, the others are the FFT's zero padding):
-    qre, qim (V, N_θ, L+1): T / √2 (v > 0) or T (v = 0) as a real pair (one of them is zero for
-    each v: Θ_l^v is even in θ for even v, odd for odd v); u (1, N_θ, 1): the wrapped integers;
-    v (1, 1, V)."""
+    """Real tables (V = L + 1 orders v, R = N_θ // 2 + 1 rows, L + 1 degrees), Θ_l^v(θ_k) / √2
+    for v > 0 (Θ_l^0 for v = 0): "theta" (V, R, L+1); "dtheta": dΘ/dθ likewise; "dphi": v times
+    "theta" (the factor of ∂/∂φ)."""
     if n_theta < 2 * lmax + 1:
         raise ValueError(f"a torus of {n_theta} θ-frequencies cannot hold degree {lmax}")
-    table = theta_fourier(lmax)  # (l, v, u + L)
-    v = torch.arange(lmax + 1)
-    table = table / torch.tensor([1.0] + [math.sqrt(2.0)] * lmax, dtype=torch.float64)[None, :, None]
-    k = torch.arange(n_theta)
-    u = torch.where(k <= n_theta // 2, k, k - n_theta)
-    wrapped = torch.zeros(lmax + 1, n_theta, lmax + 1, dtype=torch.complex128)  # (v, k, l)
-    inside = u.abs() <= lmax
-    wrapped[:, inside] = table.permute(1, 2, 0)[:, (u[inside] + lmax)]
-    return {"qre": wrapped.real.contiguous(), "qim": wrapped.imag.contiguous(),
-            "u": u.to(torch.float64).view(1, -1, 1), "v": v.to(torch.float64).view(1, 1, -1)}
+    theta = torch.arange(half_rows(n_theta), dtype=torch.float64) * (2 * math.pi / n_theta)
+    values, slopes = legendre_theta(lmax, torch.cos(theta), torch.sin(theta), derivative=True)  # (R, l, v)
+    scale = torch.tensor([1.0] + [1 / math.sqrt(2.0)] * lmax, dtype=torch.float64)
+    values, slopes = (t.permute(2, 0, 1) * scale[:, None, None] for t in (values, slopes))  # (v, R, l)
+    order = torch.arange(lmax + 1, dtype=torch.float64).view(-1, 1, 1)
+    return {"theta": values.contiguous(), "dtheta": slopes.contiguous(), "dphi": (values * order).contiguous()}
 
 
 @functools.lru_cache(maxsize=None)
-def projection_table(lmax: int, n_theta: int, bracket: bool) -> dict[str, torch.Tensor]:
-    """P[v, l, k] = C_v Σ_u' T[l, v, u'] X(u_k + u') over the torus θ-frequencies u_k (k < N_θ,
-    wrapped), X = K if ``bracket`` else J, C_0 = 2π, C_v = 2√2π; as real pairs "re", "im"
-    (V, L+1, N_θ)."""
+def projection_table(lmax: int, n_theta: int, bracket: bool) -> torch.Tensor:
+    """Q'[v, l, k] (see the module docstring) for the half-torus rows k < N_θ // 2 + 1, with X = K
+    if ``bracket`` else J, as the real matrix (V, 2 R, 2 (L+1)) that maps (Re H_v(θ_k), Im H_v(θ_k))
+    (rows k-major) to (c_l,v, c_l,-v) = (Re S, -Im S) (columns l-major)."""
     table = theta_fourier(lmax)  # (l, v, u')
     k = torch.arange(n_theta)
-    u = torch.where(k <= n_theta // 2, k, k - n_theta)
+    u = torch.where(k <= n_theta // 2, k, k - n_theta)  # wrapped frequencies
     u_prime = torch.arange(-lmax, lmax + 1)
     integral = _k_flat if bracket else _j_sin
-    kernel = torch.tensor([[integral(int(a + b)) for b in u] for a in u_prime], dtype=torch.complex128)  # (u', k)
+    kernel = torch.tensor([[integral(int(a + b)) for b in u] for a in u_prime], dtype=torch.complex128)  # (u', u)
     p = torch.einsum("lvs,sk->vlk", table, kernel)
     p = p * torch.tensor([2 * math.pi] + [2 * math.sqrt(2.0) * math.pi] * lmax, dtype=torch.float64).view(-1, 1, 1)
-    return {"re": p.real.contiguous(), "im": p.imag.contiguous()}
+    q = torch.fft.fft(p, dim=-1) / n_theta  # (v, l, k): Σ_u P[u] e^{-iuθ_k} / N_θ over all N_θ rows
+    rows = half_rows(n_theta)
+    v = torch.arange(lmax + 1).view(-1, 1, 1)
+    sign = (1 - 2 * (v % 2)) * (-1 if bracket else 1)  # H_v(θ_{N-k}) = sign H_v(θ_k)
+    mirror = (n_theta - torch.arange(rows)) % n_theta
+    paired = (mirror != torch.arange(rows)).view(1, 1, -1)
+    folded = q[..., :rows] + torch.where(paired, sign * q[..., mirror], torch.zeros_like(q[..., :rows]))
+    re, im = folded.real, folded.imag  # (v, l, k)
+    # Re S = Σ_k re Re H - im Im H, -Im S = Σ_k -im Re H - re Im H
+    matrix = torch.stack((torch.stack((re, -im), -1), torch.stack((-im, -re), -1)), -2)  # (v, l, k, in, out)
+    return matrix.permute(0, 2, 3, 1, 4).reshape(lmax + 1, 2 * rows, 2 * (lmax + 1)).contiguous()
+
+
+@functools.lru_cache(maxsize=None)
+def analysis_table(lmax: int, n_phi: int) -> torch.Tensor:
+    """(N_φ, 2 (L+1)): (cos vφ_j, -sin vφ_j) / N_φ, the real DFT onto orders v = 0..L (columns
+    v-major), H_v = Σ_j h_j e^{-ivφ_j} / N_φ as real pairs."""
+    phi = torch.arange(n_phi, dtype=torch.float64) * (2 * math.pi / n_phi)
+    angle = phi[:, None] * torch.arange(lmax + 1, dtype=torch.float64)
+    return (torch.stack((torch.cos(angle), -torch.sin(angle)), -1) / n_phi).reshape(n_phi, -1)
+
+
+def _scatter_index(lmax: int) -> torch.Tensor:
+    """((L+1)²,) positions of the components l² + l + m in the flattened (V, L+1, 2) projection
+    output (order |m|, degree l, 0 for m >= 0 and 1 for m < 0)."""
+    return torch.tensor([(abs(m) * (lmax + 1) + l) * 2 + (m < 0) for l in range(lmax + 1) for m in range(-l, l + 1)],
+                        dtype=torch.long)
 
 
 def _gather_indices(lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +167,8 @@ def _gather_indices(lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 class TorusGrid(nn.Module):
     """Synthesis, gradient and projection through the 2D Fourier basis (interface of
-    ``molsym.o3.sphere_grid.GaussGrid``): values on the uniform (N_θ, N_φ) torus, θ in [0, 2π).
+    ``molsym.o3.sphere_grid.GaussGrid``): values on the half torus, the rows θ_k in [0, π] of
+    the uniform (N_θ, N_φ) torus (P = (N_θ // 2 + 1) N_φ points, θ-major).
 
     ``degree``: the largest degree of a product (or bracket) it represents; ``lmax_out``: the
     largest degree it projects onto; ``degrees``: the degrees of the operands it synthesises.
@@ -157,12 +181,13 @@ class TorusGrid(nn.Module):
             raise ValueError(f"degrees {degrees} do not fit a torus for products of degree {degree}")
         self.degree, self.lmax_out, self.degrees = degree, lmax_out, tuple(degrees)
         self.n_theta, self.n_phi = torus_size(degree, lmax_out, max(degrees))
-        self.num_points = self.n_theta * self.n_phi
-        theta = torch.arange(self.n_theta, dtype=torch.float64) * (2 * math.pi / self.n_theta)
+        self.n_rows = half_rows(self.n_theta)
+        self.num_points = self.n_rows * self.n_phi
+        theta = torch.arange(self.n_rows, dtype=torch.float64) * (2 * math.pi / self.n_theta)
         phi = torch.arange(self.n_phi, dtype=torch.float64) * (2 * math.pi / self.n_phi)
-        # θ-major points (k N_φ + j), the memory order of the values (B C, N_θ, N_φ)
+        # θ-major points (k N_φ + j), the memory order of the values (B C, R, N_φ)
         c, s = torch.cos(theta)[:, None].expand(-1, self.n_phi), torch.sin(theta)[:, None].expand(-1, self.n_phi)
-        cp, sp = torch.cos(phi)[None, :].expand(self.n_theta, -1), torch.sin(phi)[None, :].expand(self.n_theta, -1)
+        cp, sp = torch.cos(phi)[None, :].expand(self.n_rows, -1), torch.sin(phi)[None, :].expand(self.n_rows, -1)
         self.register_buffer("points", torch.stack((s * sp, c, s * cp), -1).reshape(-1, 3), persistent=False)
         self.register_buffer("e_theta", torch.stack((c * sp, -s, c * cp), -1).reshape(-1, 3), persistent=False)
         self.register_buffer("sin_e_phi", (s[..., None] * torch.stack((cp, torch.zeros_like(cp), -sp), -1))
@@ -173,10 +198,11 @@ class TorusGrid(nn.Module):
             plus, minus = _gather_indices(l)
             self.register_buffer(f"plus_{l}", plus, persistent=False)
             self.register_buffer(f"minus_{l}", minus, persistent=False)
-            self.register_buffer(f"scatter_{l}", order_scatter_index(l), persistent=False)
+            self.register_buffer(f"scatter_{l}", _scatter_index(l), persistent=False)
+            self.register_buffer(f"dft_{l}", analysis_table(l, self.n_phi), persistent=False)
             for bracket in (False, True):
-                for part, table in projection_table(l, self.n_theta, bracket).items():
-                    self.register_buffer(f"{'k' if bracket else 'j'}{part}_{l}", table, persistent=False)
+                self.register_buffer(f"{'k' if bracket else 'j'}_{l}", projection_table(l, self.n_theta, bracket),
+                                     persistent=False)
 
     def _table(self, name: str, lmax: int, dtype: torch.dtype | None = None) -> torch.Tensor:
         """A table of degree ``lmax`` (float64 buffers unless the module was cast), cast to ``dtype``."""
@@ -185,45 +211,43 @@ class TorusGrid(nn.Module):
         table = getattr(self, f"{name}_{lmax}")
         return table if dtype is None else table.to(dtype)
 
-    def coefficients(self, x: torch.Tensor, lmax: int) -> torch.Tensor:
-        """SH coefficients (..., D, C) -> 2D Fourier coefficients F[u, v], v >= 0, zero-padded to
-        the torus's wrapped u: complex (B C, N_θ, L+1 [v]); per order v one product of the sparse
-        table with a_{l,v} - i a_{l,-v}."""
+    def _orders(self, x: torch.Tensor, lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """SH coefficients (..., D, C) -> (a_{l,v}, a_{l,-v}), each (V, L+1, B C) (zeros where l < v
+        and for -v with v = 0)."""
         if x.dim() < 2 or x.shape[-2] != (lmax + 1) ** 2:
             raise ValueError(f"expected (..., {(lmax + 1) ** 2}, channels) coefficients (lmax {lmax}), "
                              f"got shape {tuple(x.shape)}")
         rows = x.reshape(-1, x.shape[-2], x.shape[-1]).transpose(0, 1).reshape(x.shape[-2], -1)  # (D, B C)
         rows = torch.cat((rows, rows.new_zeros(1, rows.shape[1])))
         shape = (lmax + 1, lmax + 1, rows.shape[1])
-        plus = rows.index_select(0, self._table("plus", lmax)).view(shape)  # (V, l, B C)
-        minus = rows.index_select(0, self._table("minus", lmax)).view(shape)
-        table = torch.complex(self._table("qre", lmax, x.dtype), self._table("qim", lmax, x.dtype))  # (V, N_θ, l)
-        return torch.bmm(table, torch.complex(plus, -minus)).permute(2, 1, 0)  # (B C, N_θ, V)
+        return (rows.index_select(0, self._table("plus", lmax)).view(shape),
+                rows.index_select(0, self._table("minus", lmax)).view(shape))
 
-    def _to_values(self, spectrum: torch.Tensor, lead, channels: int) -> torch.Tensor:
-        """F (B C, N_θ, V) -> values (..., P, C) (memory (B C, P)): the inverse FFT along θ on the
-        V nonzero orders only, then zero-padded in v and the inverse real FFT along φ (the two 1D
-        transforms took 0.4x the time of one irfft2 at L = 5, batch 10^4, on one thread)."""
-        bc, _, v = spectrum.shape
-        spectrum = torch.fft.ifft(spectrum, dim=1, norm="forward")
-        spectrum = torch.cat((spectrum, spectrum.new_zeros(bc, self.n_theta, self.n_phi // 2 + 1 - v)), dim=2)
-        values = torch.fft.irfft(spectrum, n=self.n_phi, dim=2, norm="forward")  # (B C, N_θ, N_φ)
-        return values.view(-1, channels, self.num_points).transpose(1, 2).view(*lead, self.num_points, channels)
+    def _to_values(self, table: torch.Tensor, real: torch.Tensor, imag: torch.Tensor, lead, channels: int):
+        """g_v(θ_k) = table (V, R, L+1) @ (real + i imag) (V, L+1, B C), then the inverse real FFT
+        along φ -> values (..., P, C) (memory (B C, P))."""
+        pair = torch.stack((real, imag), dim=-1).flatten(2)  # (V, L+1, 2 B C), complex interleaved
+        rows = torch.view_as_complex(torch.bmm(table, pair).unflatten(2, (-1, 2)))  # (V, R, B C)
+        values = torch.fft.irfft(rows.permute(2, 1, 0), n=self.n_phi, dim=2, norm="forward")  # (B C, R, N_φ)
+        return values.reshape(-1, channels, self.num_points).transpose(1, 2).reshape(*lead, self.num_points, channels)
 
     def values(self, x: torch.Tensor, lmax: int) -> torch.Tensor:
-        """Coefficients (..., (lmax+1)², C) -> values at the P torus points (..., P, C)."""
-        return self._to_values(self.coefficients(x, lmax), tuple(x.shape[:-2]), x.shape[-1])
+        """Coefficients (..., (lmax+1)², C) -> values at the P points (..., P, C): per order v,
+        g_v = Σ_l Θ_l^v (a_{l,v} - i a_{l,-v}) / √2."""
+        plus, minus = self._orders(x, lmax)
+        table = self._table("theta", lmax, x.dtype)
+        return self._to_values(table, plus, -minus, tuple(x.shape[:-2]), x.shape[-1])
 
     def gradient(self, x: torch.Tensor, lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(∂f/∂θ, ∂f/∂φ) at the torus points, each (..., P, C) (the F times iu and iv)."""
-        spectrum = self.coefficients(x, lmax)
+        """(∂f/∂θ, ∂f/∂φ) at the points, each (..., P, C) (∂/∂φ multiplies g_v by iv)."""
+        plus, minus = self._orders(x, lmax)
         lead, c = tuple(x.shape[:-2]), x.shape[-1]
-        u, v = self._table("u", lmax, x.dtype), self._table("v", lmax, x.dtype)
-        return (self._to_values(spectrum * (1j * u), lead, c), self._to_values(spectrum * (1j * v), lead, c))
+        return (self._to_values(self._table("dtheta", lmax, x.dtype), plus, -minus, lead, c),
+                self._to_values(self._table("dphi", lmax, x.dtype), minus, plus, lead, c))
 
     @staticmethod
     def bracket_values(gradient_f, gradient_g) -> torch.Tensor:
-        """sin θ {f, g} = ∂_θ f ∂_φ g - ∂_φ f ∂_θ g at the torus points."""
+        """sin θ {f, g} = ∂_θ f ∂_φ g - ∂_φ f ∂_θ g at the points."""
         return gradient_f[0] * gradient_g[1] - gradient_f[1] * gradient_g[0]
 
     def curl_frame(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,18 +256,18 @@ class TorusGrid(nn.Module):
         return self.sin_e_phi, self.e_theta
 
     def _project(self, values: torch.Tensor, lmax: int, kind: str) -> torch.Tensor:
+        """Values (..., P, C) -> coefficients (..., D, C): the real DFT along φ (a matrix product;
+        an rfft's autograd backward, a complex FFT of the zero-padded full spectrum, took 2-3x its
+        time at L = 8), then per order one real product with the folded θ table."""
         if values.dim() < 2 or values.shape[-2] != self.num_points:
             raise ValueError(f"expected (..., {self.num_points}, channels) values, got shape {tuple(values.shape)}")
         lead, c = tuple(values.shape[:-2]), values.shape[-1]
-        grid = values.reshape(-1, self.num_points, c).transpose(1, 2).reshape(-1, self.n_theta, self.n_phi)
-        spectrum = torch.fft.rfft(grid, dim=2, norm="forward")[:, :, :lmax + 1].permute(2, 1, 0)
-        spectrum = torch.fft.fft(spectrum, dim=1, norm="forward")  # (V, N_θ, B C): rfft in φ, then fft in θ
-        real, imag = self._table(kind + "re", lmax, values.dtype), self._table(kind + "im", lmax, values.dtype)
-        table = torch.complex(real, imag)  # (V, L+1, N_θ)
-        sums = torch.bmm(table, spectrum)  # (V, L+1, B C)
-        orders = torch.cat((-sums.imag[1:].flip(0), sums.real), dim=0).flatten(0, 1)  # (M (L+1), B C)
-        out = orders.index_select(0, self._table("scatter", lmax)).view((lmax + 1) ** 2, -1, c)
-        return out.transpose(0, 1).reshape(*lead, (lmax + 1) ** 2, c)
+        grid = values.reshape(-1, self.num_points, c).transpose(1, 2).reshape(-1, self.n_phi)  # (B C R, N_φ)
+        spectrum = (grid @ self._table("dft", lmax, values.dtype)).view(-1, self.n_rows, lmax + 1, 2)
+        spectrum = spectrum.permute(2, 0, 1, 3).reshape(lmax + 1, -1, 2 * self.n_rows)  # (V, B C, 2 R)
+        sums = torch.bmm(spectrum, self._table(kind, lmax, values.dtype))  # (V, B C, 2 (L+1))
+        out = sums.transpose(0, 1).reshape(-1, 2 * (lmax + 1) ** 2).index_select(1, self._table("scatter", lmax))
+        return out.view(-1, c, (lmax + 1) ** 2).transpose(1, 2).reshape(*lead, (lmax + 1) ** 2, c)
 
     def project(self, values: torch.Tensor, lmax: int) -> torch.Tensor:
         """Values (..., P, C) of a product of degree <= ``degree`` -> coefficients (..., D, C)."""
@@ -252,4 +276,3 @@ class TorusGrid(nn.Module):
     def project_bracket(self, values: torch.Tensor, lmax: int) -> torch.Tensor:
         """Values sin θ {f, g} (..., P, C) -> coefficients of {f, g} (..., D, C)."""
         return self._project(values, lmax, "k")
-
