@@ -8,6 +8,9 @@
    edge has its reverse and the model evaluates its radial networks once per pair. All periodic
    images of an atom are one node (edge shifts carry the lattice vectors), so each rank's graph
    is a part of the periodic graph that the ASE calculator builds, and on one rank all of it.
+   The pairs are ordered by the hop of their nearer atom, and each stage of the model (embedding,
+   interactions) evaluates only the pairs its results need (the model's stage_reach): the last
+   interaction only the edges into local atoms.
    The exported module returns the energy of the local atoms, forces on every atom of the graph
    (ghosts' forces are summed onto their owners by LAMMPS' reverse communication, so newton_pair
    must be on), per-atom energies and the virial W = -sum over edges r_ij (x) dE/dr_ij, added to
@@ -125,6 +128,9 @@ void PairMolsym::load_model(const std::string &path)
     model_elements.push_back(symbol.toStringRef());
   cutoff = model.attr("cutoff").toDouble();
   message_hops = (int) model.attr("message_hops").toInt();
+  stage_reach.clear();    // files written before stages were exported have none: every stage gets all edges
+  if (model.hasattr("stage_reach"))
+    for (const auto &reach : model.attr("stage_reach").toListRef()) stage_reach.push_back(reach.toInt());
   std::string name = model.attr("dtype_name").toStringRef();
   if (name == "float64") dtype = torch::kFloat64;
   else if (name == "float32") dtype = torch::kFloat32;
@@ -256,13 +262,32 @@ void PairMolsym::build_graph(int nlocal, int nall)
       node_of_atom[i] = atom_of_node.size();
       atom_of_node.push_back(i);
     }
-  size_t nedges = edge_atoms.size() / 2;
+  // pairs ordered by the hop of their nearer atom (a stable counting sort), so that each stage
+  // of the model takes a prefix: the pairs within its reach (the model's stage_reach)
+  size_t nedges = edge_atoms.size() / 2, npairs = nedges / 2;
+  std::vector<size_t> first_of_hop(message_hops + 2, 0);
+  std::vector<int> nearer(npairs);
+  for (size_t p = 0; p < npairs; p++) {
+    nearer[p] = std::min(hop[edge_atoms[4 * p]], hop[edge_atoms[4 * p + 1]]);
+    first_of_hop[nearer[p] + 1]++;
+  }
+  for (int h = 0; h <= message_hops; h++) first_of_hop[h + 1] += first_of_hop[h];
+  stage_pairs.clear();
+  for (int64_t reach : stage_reach)
+    stage_pairs.push_back((int64_t) first_of_hop[std::min<int64_t>(std::max<int64_t>(reach + 1, 0), message_hops + 1)]);
   centres.resize(nedges);
   neighbours.resize(nedges);
-  for (size_t e = 0; e < nedges; e++) {
-    centres[e] = node_of_atom[edge_atoms[2 * e]];
-    neighbours[e] = node_of_atom[edge_atoms[2 * e + 1]];
+  std::vector<double> sorted_shifts(3 * nedges);
+  std::vector<size_t> next_slot(first_of_hop.begin(), first_of_hop.end() - 1);
+  for (size_t p = 0; p < npairs; p++) {
+    size_t q = next_slot[nearer[p]]++;
+    for (int d = 0; d < 2; d++) {
+      centres[2 * q + d] = node_of_atom[edge_atoms[4 * p + 2 * d]];
+      neighbours[2 * q + d] = node_of_atom[edge_atoms[4 * p + 2 * d + 1]];
+      for (int c = 0; c < 3; c++) sorted_shifts[3 * (2 * q + d) + c] = shifts[3 * (2 * p + d) + c];
+    }
   }
+  shifts.swap(sorted_shifts);
 }
 
 void PairMolsym::compute(int eflag, int vflag)
@@ -300,6 +325,7 @@ void PairMolsym::compute(int eflag, int vflag)
 
   std::vector<torch::jit::IValue> inputs{positions.to(dtype), species, edge_index, edge_shift,
                                          (int64_t) nlocal, true};
+  if (!stage_pairs.empty()) inputs.emplace_back(c10::List<int64_t>(stage_pairs));
   c10::intrusive_ptr<c10::ivalue::Tuple> out;
   {
     torch::jit::GraphOptimizerEnabledGuard no_optimisation(false);

@@ -38,6 +38,7 @@ class PairMolsym : public Pair {
   torch::ScalarType dtype;
   double cutoff;
   int message_hops;
+  std::vector<int64_t> stage_reach;        // per model stage, the hop distance its results must reach
   std::vector<std::string> model_elements;
   std::vector<int64_t> species_of_type;    // element index in the model of each LAMMPS type (1-based)
 
@@ -47,6 +48,7 @@ class PairMolsym : public Pair {
   std::vector<int> hop;                    // hop distance from the local atoms (-1: beyond)
   std::vector<double> shifts;              // (E, 3) lattice shifts of the edges, Å
   std::vector<int64_t> centres, neighbours;  // edges (i, j) as node indices: j is a neighbour of i
+  std::vector<int64_t> stage_pairs;        // per stage, the pairs (a prefix of the edges) it evaluates
 };
 
 }    // namespace LAMMPS_NS

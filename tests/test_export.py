@@ -19,7 +19,8 @@ from ase import Atoms
 import molsym
 from molsym.data import keys as K
 from molsym.data.neighbours import neighbour_list
-from molsym.export import METADATA_FILE, export, load_exported, message_hops, optimisation_disabled
+from molsym.export import (METADATA_FILE, export, load_exported, message_hops, optimisation_disabled, stage_reach,
+                           staged_pairs)
 from molsym.models.derivatives import energy_forces_stress
 from molsym.nn.geometry import reverse_edges
 from molsym.nn.interactions import tensornet
@@ -179,6 +180,46 @@ def test_periodic_copper_with_ghost_images(exported, name, paired):
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
+def test_staged_stages_skip_edges_and_keep_the_local_results(exported, name):
+    """The ghost-image crystal with its pairs ordered by the hop of their nearer atom, each stage
+    given only the pairs it needs (stage_pairs): fewer edges per stage, and the same local
+    energy, local atomic energies, folded forces and virial as the periodic model."""
+    model, module = exported(name)
+    crystal = periodic_copper(repeat=1, shear=0.1)
+    graph, reference, virial_reference = crystal_reference(model, crystal)
+    positions, numbers, owners = ghost_images(crystal, message_hops(model) * model.cutoff)
+    edge_index, edge_shift = neighbour_list(positions, np.zeros((3, 3)), [False] * 3, model.cutoff)
+    n = len(crystal)
+    inputs_ = in_reverse_pairs(torch.tensor(positions), model.species(torch.tensor(numbers)),
+                               torch.from_numpy(edge_index), torch.tensor(edge_shift))
+    assert list(module.stage_reach) == stage_reach(model)
+    order, counts = staged_pairs(inputs_[2], n, list(module.stage_reach))
+    pairs = inputs_[2].shape[1] // 2
+    assert counts == sorted(counts, reverse=True) and counts[-1] < counts[0] <= pairs, counts  # later stages do less
+    with optimisation_disabled():
+        energy, atomic, forces, virial = [t.detach() for t in module(
+            inputs_[0], inputs_[1], inputs_[2][:, order], inputs_[3][order], n, True, counts)]
+    folded = torch.zeros(n, 3, dtype=forces.dtype).index_add(0, torch.from_numpy(owners), forces)
+    assert bool(torch.isfinite(forces).all())
+    assert_close(energy, reference[K.ENERGY][0], "energy")
+    assert_close(atomic[:n], reference[K.ATOMIC_ENERGIES], "local atomic energies")
+    assert_close(folded, reference[K.FORCES], "forces folded onto their owners")
+    assert_close(virial, virial_reference, "virial")
+
+
+def test_stage_pairs_are_checked(exported):
+    model, module = exported("tensornet")
+    graph = molsym.from_ase(bpa_frames(1)[0], model.cutoff)
+    positions, species, edge_index, edge_shift = in_reverse_pairs(*inputs(model, graph))
+    with pytest.raises(Exception, match="stage_pairs needs paired=True"):
+        module(positions, species, edge_index, edge_shift, 3, False, [1, 1, 1])
+    with pytest.raises(Exception, match="one pair count per stage"):
+        module(positions, species, edge_index, edge_shift, 3, True, [1, 1])
+    with pytest.raises(Exception, match="must lie in 0..E/2"):
+        module(positions, species, edge_index, edge_shift, 3, True, [edge_index.shape[1], 1, 1])
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
 def test_message_hops_is_the_receptive_field(name):
     """On a zigzag chain with only nearest neighbours inside the cutoff, the energy of atom k
     depends on atom 0 exactly when k <= message_hops: ghosts out to hops x cutoff suffice, and no
@@ -251,6 +292,9 @@ def test_no_edges_and_bad_inputs(exported):
         run(module, (positions, torch.tensor([0, 5]), *empty), 2)
     with pytest.raises(Exception, match="nlocal"):
         run(module, (positions, species, *empty), 3)
+    with optimisation_disabled():  # no edge in any stage
+        staged = module(positions, species, *empty, 2, True, [0, 0, 0])
+    assert_close(staged[1], atomic, "isolated atoms, staged")
     unpaired = (torch.tensor([[0, 1, 1], [1, 0, 0]]), torch.zeros(3, 3, dtype=torch.float64))
     with pytest.raises(Exception, match="consecutive reverse pairs"):
         with optimisation_disabled():

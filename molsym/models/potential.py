@@ -139,19 +139,30 @@ class Potential(nn.Module):
         features = self.node_features(species, geometry, graph)
         return Representation(species, geometry, canonical_features(features, self.feature_forms[-1]), graph)
 
-    def node_features(self, species: torch.Tensor, geometry, graph: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Final node features, of form ``feature_forms[-1]`` (``molsym.nn.forms``)."""
-        features = self.embedding(species, geometry, graph)
-        for convert, interaction in zip(self.converters, self.interactions):
-            features = interaction(convert(features), geometry, graph)
+    def node_features(self, species: torch.Tensor, geometry, graph: dict[str, torch.Tensor],
+                      stage_geometries=None) -> torch.Tensor:
+        """Final node features, of form ``feature_forms[-1]`` (``molsym.nn.forms``).
+
+        ``stage_geometries``: optionally one EdgeGeometry per stage (the embedding, then each
+        interaction) in place of ``geometry``, e.g. with the edges a host's domain needs at each
+        depth (``molsym.export``); the features are then exact only where every stage had all
+        the edges into the node and its receptive field."""
+        stages = stage_geometries if stage_geometries is not None else [geometry] * (len(self.interactions) + 1)
+        features = self.embedding(species, stages[0], graph)
+        for convert, interaction, stage in zip(self.converters, self.interactions, stages[1:]):
+            features = interaction(convert(features), stage, graph)
         return features
 
     def evaluate(self, species: torch.Tensor, geometry, graph: dict[str, torch.Tensor],
-                 heads=()) -> dict[str, torch.Tensor]:
+                 heads=(), stage_geometries=None) -> dict[str, torch.Tensor]:
         """Energies from element indices (N,), an :class:`EdgeGeometry` and the graph (batch, cell),
-        and the outputs of the named ``heads`` under their names."""
+        and the outputs of the named ``heads`` under their names (``stage_geometries``: see
+        :meth:`node_features`)."""
         self.check_heads(heads)
-        features = self.node_features(species, geometry, graph)
+        if stage_geometries is not None and len(stage_geometries) != len(self.interactions) + 1:
+            raise ValueError(f"stage_geometries needs {len(self.interactions) + 1} geometries (the embedding and "
+                             f"each interaction), got {len(stage_geometries)}")
+        features = self.node_features(species, geometry, graph, stage_geometries)
         atomic = self.readout(self.invariants(features), species)
         if self.repulsion is not None:
             atomic = atomic + self.repulsion.atomic_energies(self.z_of_species.index_select(0, species), graph)
