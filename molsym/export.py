@@ -1,7 +1,8 @@
 """Export a Potential to a self-contained TorchScript file for C++ hosts (the LAMMPS pair style).
 
 ``molsym export MODEL.pt OUT.pt`` (or :func:`export`) writes one TorchScript module whose
-``forward(positions, species, edge_index, edge_shift, nlocal, paired=False)`` returns
+``forward(positions, species, edge_index, edge_shift, nlocal, paired=False, stage_pairs=None)``
+returns
 
 * ``energy``: () the sum of the atomic energies of the first ``nlocal`` atoms only (eV);
 * ``energies``: (N,) atomic energies of all N atoms (eV; only the first ``nlocal`` are complete
@@ -17,7 +18,13 @@ within ``cutoff``, both directions of every pair among the atoms given (ghosts i
 edge_shift (E, 3) Å, added to pos[j] - pos[i] (zeros when ghosts are explicit images);
 paired: the edges come in consecutive reverse pairs (edge 2p + 1 is edge 2p reversed, with the
 negated shift; checked), so that everything that depends on |r_ij| only (radial basis and the
-radial networks, most of TensorNet's cost) is evaluated once per pair, as the eager model does.
+radial networks, most of TensorNet's cost) is evaluated once per pair, as the eager model does;
+stage_pairs (with paired): one pair count per stage of the model (its embedding, then each
+interaction; ``stage_reach`` in the metadata), the edge list's pairs ordered by the hop distance
+of their nearer atom from the local atoms (:func:`staged_pairs`): stage s evaluates only the
+first stage_pairs[s] pairs, those with that distance <= stage_reach[s], which are all that the
+local energies need from it (the last interaction: the edges into local atoms). The local
+energies, all forces and the virial are unchanged; the energies of ghosts are not complete.
 
 Why TorchScript rather than an AOTInductor package: a LAMMPS domain changes its atom and
 edge counts every step, and the host needs forces, i.e. autograd, from C++. A TorchScript
@@ -39,6 +46,7 @@ graphs into ones with wrong gradients.
 Metadata, as attributes of the module and as ``molsym.json`` among its extra files:
 ``elements`` (atomic numbers), ``element_symbols``, ``cutoff`` (Å), ``message_hops`` (graph
 hops of the receptive field: a host needs ghost atoms out to ``message_hops * cutoff``),
+``stage_reach`` (per stage, the hop distance from the local atoms that its results must reach),
 ``dtype`` ("float32" or "float64") and ``molsym_version``.
 """
 from __future__ import annotations
@@ -113,7 +121,7 @@ class StagedEnergies(nn.Module):
     stage s evaluates, for a list whose pairs are ordered by the hop distance of their nearer
     atom from the local atoms (:func:`stage_reach`). The first ``nlocal`` energies are those of
     the whole list; a stage then skips the messages into atoms whose result no local energy reads
-    (multi-rank hosts: 1.3x less work at 2 ranks of a 12,288-atom box)."""
+    (a multi-rank host's ghost atoms then cost the later stages nothing)."""
 
     def __init__(self, model):
         super().__init__()
