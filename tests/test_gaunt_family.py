@@ -92,6 +92,22 @@ def test_product_basis_equals_chained_gaunt_products(backend, correlation):
     torch.testing.assert_close(out[:, 1], basis.pseudo(m[:, 1:])[:, 0], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("backend", ["grid", "fft"])
+def test_product_basis_in_chunks_of_nodes_equals_one_pass(backend):
+    """Eager calls split the nodes into chunks (``CHUNK_VALUES``): values and input gradients equal
+    those of one pass."""
+    gen = torch.Generator().manual_seed(2)
+    basis = ProductBasis(FeatureForm.spherical(3, 2, 2), 3, backend)
+    m = torch.randn(5, 2, 9, 3, generator=gen, requires_grad=True)
+    whole = basis(m)
+    (whole_gradient,) = torch.autograd.grad(whole.square().sum(), m)
+    basis.CHUNK_VALUES = 2 * basis.sampler.num_points * 3  # chunks of 2 nodes: 2 + 2 + 1
+    chunks = basis(m)
+    (chunks_gradient,) = torch.autograd.grad(chunks.square().sum(), m)
+    torch.testing.assert_close(chunks, whole, rtol=0, atol=1e-12)
+    torch.testing.assert_close(chunks_gradient, whole_gradient, rtol=0, atol=1e-12)
+
+
 def _model(seed: int = 0, **settings):
     torch.manual_seed(seed)
     config = {"family": "gaunt", "channels": 4, "layers": 2, "num_radial": 8, "radial_hidden": 16,

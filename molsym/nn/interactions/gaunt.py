@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from molsym.nn.forms import SPHERICAL, ChannelMap, FeatureForm, residual
-from molsym.nn.gaunt_product import BACKENDS, make_sampler
+from molsym.nn.gaunt_product import BACKENDS, degree_index, make_sampler
 from molsym.nn.geometry import EdgeGeometry
 from molsym.nn.interactions.base import (
     Family, Interaction, RadialNetwork, check_non_negative_int, check_one_of, check_positive_float,
@@ -173,7 +173,18 @@ class GauntConvolution(nn.Module):
 class ProductBasis(nn.Module):
     """B = Proj_lmax Σ_ν<=correlation a_1 ... a_ν, a_k = Linear_k(m class 0), plus a linear map of
     class 1: (N, S, D, C) -> (N, S, D, C). Component normalisation: each factor's values are √(4π)
-    times the synthesis, the projection is divided by √(4π)."""
+    times the synthesis, the projection is divided by √(4π).
+
+    Evaluated in Horner form, a_1 (1 + a_2 (1 + a_3)): the constant 1 enters the last factor's
+    coefficients (√(4π) on Y_00 in the integral normalisation), so the grid holds one product
+    per factor after the first and no sums; the factors' linear maps run as one batched product.
+    Eager calls take the nodes in chunks of about ``CHUNK_VALUES`` grid values per factor, so
+    that a chunk's values stay in cache (L = 4, 1,000 nodes, 16 and 64 channels, one thread:
+    0.5-0.75x the time of one pass, forward and backward); a trace or a compiled graph takes one
+    pass (a trace would freeze the example's number of chunks).
+    """
+
+    CHUNK_VALUES = 1 << 19
 
     def __init__(self, form: FeatureForm, correlation: int, backend: str):
         super().__init__()
@@ -183,18 +194,36 @@ class ProductBasis(nn.Module):
         self.pseudo = ChannelMap(even, even) if form.parities == 2 else None
         self.sampler = make_sampler(backend, correlation * form.lmax, form.lmax, {form.lmax})
         self.root_4pi = math.sqrt(4 * math.pi)
+        self.register_buffer("degree_of_component", degree_index(form.lmax), persistent=False)
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
-        true = m[:, :1] * self.root_4pi  # integral-normalised coefficients of the same functions
-        term = self.sampler.values(self.factors[0](true), self.lmax)  # (N, 1, P, C)
-        total = term
-        for factor in self.factors[1:]:
-            term = term * self.sampler.values(factor(true), self.lmax)
-            total = total + term
-        out = self.sampler.project(total, self.lmax) / self.root_4pi
+        # (K, D, C_in, C_out) weights of the K factors, √(4π) for the integral-normalised coefficients
+        weight = torch.stack([f.weight[0] for f in self.factors]).index_select(1, self.degree_of_component)
+        weight = weight * self.root_4pi
+        size = max(1, self.CHUNK_VALUES // (self.sampler.num_points * m.shape[-1]))
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or m.shape[0] <= size:
+            out = self._products(m[:, 0], weight)
+        else:  # split, not sliced per chunk: the backward of a split is one concatenation
+            out = torch.cat([self._products(part, weight) for part in m[:, 0].split(size)])
+        out = out.unsqueeze(1)
         if self.pseudo is None:
             return out
         return torch.cat((out, self.pseudo(m[:, 1:])), dim=1)
+
+    def _products(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Class-0 coefficients x (N, D, C) -> Proj_lmax Σ_ν a_1 ... a_ν (N, D, C)."""
+        coefficients = list(torch.matmul(x.transpose(0, 1), weight).unbind(0))  # K x (D, N, C)
+        if len(coefficients) > 1:
+            constant = torch.zeros_like(coefficients[-1][:, :1, :1])
+            constant[0] = self.root_4pi  # the function 1 (integral normalisation)
+            coefficients[-1] = coefficients[-1] + constant
+        values = [self.sampler.values(a.transpose(0, 1), self.lmax) for a in coefficients]  # K x (N, P, C)
+        total = values[-1]
+        for factor in reversed(values[1:-1]):
+            total = (factor * total).add_(1.0)  # in place: the product's layout (P, N, C) is kept
+        if len(values) > 1:
+            total = values[0] * total
+        return self.sampler.project(total, self.lmax) / self.root_4pi
 
 
 class GauntLayer(Interaction):
