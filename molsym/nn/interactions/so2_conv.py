@@ -9,10 +9,10 @@ keeping the parity class, B blocks switching it; m = 0 has A only)::
     y_{-m}[s] = A_m[s] x_{-m}[s] - B_m[1-s] x_{+m}[1-s]
 
 Frame layout. Frame coefficients are kept order-major: order 0 for l = 0..L, then for each
-m >= 1 the +m coefficients of l = m..L followed by the -m ones, as (D, K, S, C). One batched
-matmul per edge (the classes and channels side by side as columns) with the Wigner-D rows
-of the kept orders, block-diagonal in the degrees and padded into one matrix per edge (as
-fairchem does), rotates every degree in; its transpose rotates back.
+m >= 1 the +m coefficients of l = m..L followed by the -m ones, one (D, K, C) frame per class.
+One batched matmul per edge with the Wigner-D rows of the kept orders, block-diagonal in the
+degrees and padded into one matrix per edge (as fairchem does), rotates every degree in; its
+transpose rotates back.
 
 G-form. Swapping class 1's pair with a sign, P (x+, x-) = (x-, -x+), gives two halves
 g = 0, 1 that read (x+[0], x-[1]) and (x-[0], -x+[1]), on which the convolution is the same
@@ -20,10 +20,13 @@ map for both halves::
 
     out[0] = A[0] G[0] + B[1] G[1],    out[1] = A[1] G[1] - B[0] G[0]
 
-and its result is again in G-form (P undone on class 1 afterwards). So the mixing of an
-order is one GEMM over both halves (shared mixing: a learnt matrix over (degree, class,
-channel), after a radial scaling) or one batched matmul per (edge, channel) with the two
-halves as two columns (channel-wise mixing: per-edge matrices from the radial network).
+and its result is again in G-form. Class 1 is rotated in and back with the rows of P R
+(R the plain rows; P is orthogonal, so (P R)^T undoes P on the way back): its frame is in
+G-form from the start and no copy swaps it. With one class in, class 1 has no order-0
+rows. So the mixing of an order is one GEMM over both halves (shared mixing: a learnt
+matrix over (degree, class, channel), after a radial scaling) or one batched matmul per
+(edge, channel) with the two halves as two columns (channel-wise mixing: per-edge matrices
+from the radial network).
 """
 from __future__ import annotations
 
@@ -71,80 +74,86 @@ class SO2Layout:
                 for m, (n_in, n_out) in enumerate(self.orders)]
 
 
-def frame_rows(lmax: int, top: int) -> list[tuple[int, int]]:
-    """(l, order) of each kept frame coefficient, order-major (see the module docstring)."""
-    rows = [(l, 0) for l in range(lmax + 1)]
+def frame_rows(lmax: int, top: int, g_form: bool = False, order_zero: bool = True) -> list[tuple[int, int, int]]:
+    """(l, order, sign) of each kept frame coefficient, order-major (see the module docstring):
+    with ``g_form`` the rows of order m >= 1 are (-m, then -(+m)), class 1's G-form; without
+    ``order_zero`` the m = 0 rows are left out."""
+    rows = [(l, 0, 1) for l in range(lmax + 1)] if order_zero else []
     for m in range(1, top + 1):
-        rows += [(l, m) for l in range(m, lmax + 1)] + [(l, -m) for l in range(m, lmax + 1)]
+        first, second = ((-m, 1), (m, -1)) if g_form else ((m, 1), (-m, 1))
+        rows += [(l, *first) for l in range(m, lmax + 1)] + [(l, *second) for l in range(m, lmax + 1)]
     return rows
 
 
-def so2_frame_rotation(blocks: list[torch.Tensor], lmax: int, top: int) -> torch.Tensor:
+def so2_frame_rotation(blocks: list[torch.Tensor], lmax: int, top: int, g_form: bool = False,
+                       order_zero: bool = True) -> torch.Tensor:
     """The Wigner-D rows of the kept frame coefficients as one matrix per edge.
 
     blocks: D^l (D, 2l+1, 2l+1) for l = 0..(>= lmax). Returns R (D, K, (lmax+1)^2),
-    block-diagonal in the degrees, its rows in the order of :func:`frame_rows`.
+    block-diagonal in the degrees, its rows (signed) in the order of :func:`frame_rows`.
     """
     size = (lmax + 1) ** 2
     by_degree = torch.cat([torch.nn.functional.pad(blocks[l], (l * l, size - (l + 1) ** 2))
                            for l in range(lmax + 1)], dim=1)  # (D, size, size), e3nn's row order
-    index = torch.tensor([l * l + l + m for l, m in frame_rows(lmax, top)], device=by_degree.device)
-    return by_degree.index_select(1, index)
+    rows = frame_rows(lmax, top, g_form, order_zero)
+    index = torch.tensor([l * l + l + m for l, m, _ in rows], device=by_degree.device)
+    rotation = by_degree.index_select(1, index)
+    if g_form:
+        rotation = rotation * rotation.new_tensor([sign for _, _, sign in rows]).view(1, -1, 1)
+    return rotation
 
 
-def frame_rotation(geometry: EdgeGeometry, lmax: int, top: int) -> torch.Tensor:
+def frame_rotation(geometry: EdgeGeometry, lmax: int, top: int, g_form: bool = False,
+                   order_zero: bool = True) -> torch.Tensor:
     """:func:`so2_frame_rotation` of ``geometry.directed_wigner``, computed once per geometry."""
-    key = f"so2_frame_rotation_{lmax}_{top}"
+    key = f"so2_frame_rotation_{lmax}_{top}_{int(g_form)}{int(order_zero)}"
     rotation = geometry._cache.get(key)
     if rotation is None:
-        rotation = so2_frame_rotation(geometry.directed_wigner(max(lmax, geometry.frame_lmax)), lmax, top)
+        blocks = geometry.directed_wigner(max(lmax, geometry.frame_lmax))
+        rotation = so2_frame_rotation(blocks, lmax, top, g_form, order_zero)
         geometry._cache[key] = rotation
     return rotation
 
 
-def rotate_into_frames(h: torch.Tensor, geometry: EdgeGeometry, layout: SO2Layout) -> torch.Tensor:
-    """Senders' features h (N, S, (L_in+1)^2, C) in the directed edges' frames: (D, K_in, S, C),
-    one batched matmul per edge with the classes and channels side by side as columns."""
-    n, parities, size, c = h.shape
-    nodes = h.transpose(1, 2).reshape(n, size, parities * c)
-    rotation = frame_rotation(geometry, layout.lmax_in, layout.top)  # (D, K, size)
-    frame = torch.bmm(rotation, nodes.index_select(0, geometry.directed_index[1]))  # (D, K, S C)
-    return frame.view(frame.shape[0], frame.shape[1], parities, c)
+def class_rotation(geometry: EdgeGeometry, lmax: int, layout: SO2Layout, parity: int,
+                   parities_in: int) -> torch.Tensor:
+    """The frame rotation of parity class ``parity``, (D, K_s, (lmax+1)^2): class 0 in the plain
+    order-major rows, class 1 in G-form rows, without order 0 when the input has one class
+    (class 1 then has no order-0 coefficients, in or out)."""
+    return frame_rotation(geometry, lmax, layout.top, g_form=parity == 1, order_zero=parity == 0 or parities_in == 2)
 
 
-def rotate_back_and_sum(frame: torch.Tensor, geometry: EdgeGeometry, layout: SO2Layout, num_nodes: int,
-                        inv_avg_neighbors: float) -> torch.Tensor:
-    """Messages (D, K_out, S, C) in the edge frames, rotated back and summed onto receivers,
-    divided by avg_num_neighbors: (N, S, (L_out+1)^2, C)."""
-    edges, rows, parities, c = frame.shape
-    rotation = frame_rotation(geometry, layout.lmax_out, layout.top)  # (D, K, size)
-    size = rotation.shape[-1]
-    messages = torch.bmm(rotation.transpose(1, 2), frame.reshape(edges, rows, parities * c))  # (D, size, S C)
-    aggregated = scatter_sum(messages.view(edges, size * parities * c), geometry.directed_index[0], num_nodes)
-    return (aggregated * inv_avg_neighbors).view(num_nodes, size, parities, c).transpose(1, 2)
+def rotate_into_frames(h: torch.Tensor, geometry: EdgeGeometry, layout: SO2Layout) -> list[torch.Tensor]:
+    """Senders' features h (N, S, (L_in+1)^2, C) in the directed edges' frames: per class s,
+    (D, K_s, C) (:func:`class_rotation`), one batched matmul per edge."""
+    senders = geometry.directed_index[1]
+    parities = h.shape[1]
+    return [torch.bmm(class_rotation(geometry, layout.lmax_in, layout, s, parities), h[:, s].index_select(0, senders))
+            for s in range(parities)]
 
 
-def _order_blocks(frame: torch.Tensor, layout: SO2Layout) -> list[torch.Tensor]:
-    """The frame (D, K_in, S, C) split by order: (D, 1, n_in, S, C) for m = 0, (D, 2, n_in, S, C)
-    (+m, then -m) after."""
-    sizes = [n_in * (1 if m == 0 else 2) for m, (n_in, _) in enumerate(layout.orders)]
-    edges, _, parities, c = frame.shape
-    return [block.view(edges, 1 if m == 0 else 2, layout.orders[m][0], parities, c)
-            for m, block in enumerate(frame.split(sizes, dim=1))]
+def rotate_back_and_sum(frames: list[torch.Tensor], geometry: EdgeGeometry, layout: SO2Layout, parities_in: int,
+                        num_nodes: int, inv_avg_neighbors: float) -> torch.Tensor:
+    """Messages in the edge frames, per output class (D, K_s, C) as from :func:`rotate_into_frames`,
+    rotated back and summed onto receivers, divided by avg_num_neighbors: (N, S, (L_out+1)^2, C)."""
+    receivers = geometry.directed_index[0]
+    summed = []
+    for s, frame in enumerate(frames):
+        rotation = class_rotation(geometry, layout.lmax_out, layout, s, parities_in)
+        messages = torch.bmm(rotation.transpose(1, 2), frame)  # (D, size, C)
+        summed.append(scatter_sum(messages.view(messages.shape[0], -1), receivers, num_nodes))
+    size, c = (layout.lmax_out + 1) ** 2, frames[0].shape[-1]
+    return (torch.stack(summed, dim=1) * inv_avg_neighbors).view(num_nodes, len(frames), size, c)
 
 
-def _to_g_form(x: torch.Tensor) -> torch.Tensor:
-    """(D, 2, n, S, C) with halves (+m, -m) -> halves g: class 1 (x+, x-) -> (x-, -x+)."""
-    if x.shape[3] == 1:
-        return x
-    swapped = x[:, :, :, 1].flip(1) * x.new_tensor([1.0, -1.0]).view(1, 2, 1, 1)
-    return torch.stack((x[:, :, :, 0], swapped), dim=3)
-
-
-def _from_g_form(y: torch.Tensor) -> torch.Tensor:
-    """The inverse of :func:`_to_g_form`: class 1 (g0, g1) -> (-g1, g0)."""
-    swapped = y[:, :, :, 1].flip(1) * y.new_tensor([-1.0, 1.0]).view(1, 2, 1, 1)
-    return torch.stack((y[:, :, :, 0], swapped), dim=3)
+def _order_blocks(frame: torch.Tensor, layout: SO2Layout, order_zero: bool) -> list:
+    """A class's input frame (D, K_s, C) split by order: (D, n_in, C) for m = 0 (None without
+    ``order_zero``), (D, 2, n_in, C) (the two halves) after."""
+    counts = [n_in for n_in, _ in layout.orders]
+    sizes = ([counts[0]] if order_zero else []) + [2 * n for n in counts[1:]]
+    parts = list(frame.split(sizes, dim=1))
+    blocks = [parts.pop(0) if order_zero else None]
+    return blocks + [part.view(part.shape[0], 2, n, part.shape[-1]) for part, n in zip(parts, counts[1:])]
 
 
 def mixing_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -175,6 +184,11 @@ def _copies(weights: torch.Tensor, edges: int, geometry: EdgeGeometry) -> int:
                      "edge, or one per pair row of a symmetric geometry")
 
 
+def _directed(weights: torch.Tensor, copies: int) -> torch.Tensor:
+    """Per-row weights (R, ...) repeated for the reverse edges when ``copies`` is 2: (D, ...)."""
+    return torch.cat((weights, weights)) if copies == 2 else weights
+
+
 def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: EdgeGeometry, layout: SO2Layout,
                     parities_out: int, inv_avg_neighbors: float) -> torch.Tensor:
     """Channel-wise mixing: h (N, S_in, (L_in+1)^2, C) -> messages summed, (N, S_out, (L_out+1)^2, C).
@@ -186,34 +200,26 @@ def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: Edge
     (row, channel) with the G-form block, its two halves (and both directions) as columns.
     """
     n, parities_in, _, c = h.shape
-    frame = rotate_into_frames(h, geometry, layout)  # (D, K_in, S_in, C)
-    edges = frame.shape[0]
+    frames = rotate_into_frames(h, geometry, layout)  # S_in x (D, K_s, C)
+    edges = frames[0].shape[0]
     copies = _copies(weights[0], edges, geometry)
     rows = edges // copies
-    out = []
-    for m, block in enumerate(_order_blocks(frame, layout)):
-        n_in, n_out = layout.orders[m]
+    blocks = [_order_blocks(frame, layout, True) for frame in frames]
+    out = [[] for _ in range(parities_out)]  # per output class, its frame's order blocks
+    for m, (n_in, n_out) in enumerate(layout.orders):
         if m == 0:
-            x = block.view(copies, rows, n_in, parities_in, c).permute(1, 3, 4, 2, 0)  # (R, S_in, C, n_in, copies)
-            y = weights[0] @ x
-            if parities_in < parities_out:
-                y = torch.cat((y, torch.zeros_like(y)), dim=1)
-            out.append(y.permute(4, 0, 3, 1, 2).reshape(edges, n_out, parities_out, c))
+            x = torch.stack([b[0].view(copies, rows, n_in, c).permute(1, 3, 2, 0) for b in blocks], dim=1)
+            y = weights[0] @ x  # (R, S_in, C, n_out, copies)
+            for s in range(parities_in):
+                out[s].append(y[:, s].permute(3, 0, 2, 1).reshape(edges, n_out, c))
             continue
-        x = _to_g_form(block).view(copies, rows, 2, n_in, parities_in, c).permute(1, 5, 4, 3, 0, 2)
-        y = weights[m] @ x.reshape(rows, c, parities_in * n_in, 2 * copies)  # (R, C, S_out n_out, copies g)
-        y = y.view(rows, c, parities_out, n_out, copies, 2).permute(4, 0, 5, 3, 2, 1)  # (copies, R, g, n, S, C)
-        out.append(_from_g_form(y.reshape(edges, 2, n_out, parities_out, c)).reshape(edges, 2 * n_out, parities_out, c))
-    return rotate_back_and_sum(torch.cat(out, dim=1), geometry, layout, n, inv_avg_neighbors)
-
-
-def block_diagonal_order_zero(matrix: torch.Tensor, n_out: int, n_in: int, parities_out: int) -> torch.Tensor:
-    """The order-0 shared matrix (S_in, n_out C, n_in C), one block per class, as one
-    (n_out S_out C, n_in S_in C) matrix in (degree, class, channel) order (zero across classes)."""
-    parities_in, c = matrix.shape[0], matrix.shape[1] // n_out
-    eye = torch.eye(parities_out, parities_in, dtype=matrix.dtype, device=matrix.device)
-    blocks = matrix.view(parities_in, n_out, c, n_in, c)
-    return torch.einsum("st,toaib->osaitb", eye, blocks).reshape(n_out * parities_out * c, n_in * parities_in * c)
+        x = torch.stack([b[m].view(copies, rows, 2, n_in, c).permute(1, 4, 3, 0, 2) for b in blocks], dim=2)
+        y = weights[m] @ x.view(rows, c, parities_in * n_in, copies * 2)  # (R, C, S_out n_out, copies g)
+        y = y.view(rows, c, parities_out, n_out, copies, 2)
+        for s in range(parities_out):
+            out[s].append(y[:, :, s].permute(3, 0, 4, 2, 1).reshape(edges, 2 * n_out, c))
+    return rotate_back_and_sum([torch.cat(o, dim=1) for o in out], geometry, layout, parities_in, n,
+                               inv_avg_neighbors)
 
 
 def so2_convolution_shared(h: torch.Tensor, scales: list[torch.Tensor], matrices: list[torch.Tensor],
@@ -231,23 +237,29 @@ def so2_convolution_shared(h: torch.Tensor, scales: list[torch.Tensor], matrices
     column-wise by the scales (:func:`shared_matrices`).
     """
     n, parities_in, _, c = h.shape
-    frame = rotate_into_frames(h, geometry, layout)  # (D, K_in, S_in, C)
-    edges = frame.shape[0]
+    frames = rotate_into_frames(h, geometry, layout)  # S_in x (D, K_s, C)
+    edges = frames[0].shape[0]
     copies = _copies(scales[0], edges, geometry)
-    out = []
-    for m, block in enumerate(_order_blocks(frame, layout)):
-        n_in, n_out = layout.orders[m]
-        halves = block.shape[1]
-        x = (block.view(copies, edges // copies, halves, n_in, parities_in, c) * scales[m].unsqueeze(1)).view(block.shape)
+    blocks = [_order_blocks(frame, layout, True) for frame in frames]
+    out = [[] for _ in range(parities_out)]  # per output class, its frame's order blocks
+    for m, (n_in, n_out) in enumerate(layout.orders):
+        scale = [_directed(scales[m][:, :, s], copies) for s in range(parities_in)]  # (D, n_in, C) each
         if m == 0:
-            matrix = block_diagonal_order_zero(matrices[0], n_out, n_in, parities_out)
-            y = torch.nn.functional.linear(x.reshape(edges, n_in * parities_in * c), matrix)
-            out.append(y.view(edges, n_out, parities_out, c))
+            for s in range(parities_in):
+                x = (blocks[s][0] * scale[s]).view(edges, n_in * c)
+                out[s].append(torch.nn.functional.linear(x, matrices[0][s]).view(edges, n_out, c))
             continue
-        rows = _to_g_form(x).reshape(edges * 2, n_in * parities_in * c)
-        mixed = torch.nn.functional.linear(rows, matrices[m]).view(edges, 2, n_out, parities_out, c)
-        out.append(_from_g_form(mixed).reshape(edges, 2 * n_out, parities_out, c))
-    return rotate_back_and_sum(torch.cat(out, dim=1), geometry, layout, n, inv_avg_neighbors)
+        columns = matrices[m].view(n_out * parities_out * c, n_in, parities_in, c)
+        mixed = None
+        for s in range(parities_in):  # the GEMM split by input class: its columns (n_in, s, C)
+            x = (blocks[s][m] * scale[s].unsqueeze(1)).view(2 * edges, n_in * c)
+            weight = columns[:, :, s].reshape(-1, n_in * c)
+            mixed = torch.nn.functional.linear(x, weight) if mixed is None else mixed.addmm_(x, weight.t())
+        mixed = mixed.view(edges, 2, n_out, parities_out, c)
+        for s in range(parities_out):
+            out[s].append(mixed[:, :, :, s].reshape(edges, 2 * n_out, c))
+    return rotate_back_and_sum([torch.cat(o, dim=1) for o in out], geometry, layout, parities_in, n,
+                               inv_avg_neighbors)
 
 
 def shared_matrices(blocks: list[torch.Tensor], layout: SO2Layout) -> list[torch.Tensor]:
