@@ -77,6 +77,12 @@ def message_hops(model) -> int:
     return len(model.interactions) + int(getattr(model.embedding, "message_hops", 1))
 
 
+def consecutive_pairs(edge_index: torch.Tensor) -> PairRows:
+    """Pair rows of edges (2, E) given in consecutive reverse pairs (edge 2p + 1 = edge 2p reversed)."""
+    edges = torch.arange(edge_index.size(1), device=edge_index.device)
+    return PairRows(edges[0::2], torch.div(edges, 2, rounding_mode="floor"), edges.remainder(2) == 1)
+
+
 class AtomicEnergies(nn.Module):
     """Atomic energies (N,) eV of a Potential from (positions (N, 3) Å, species (N,) int64,
     edge_index (2, E) int64, edge_shift (E, 3) Å), one structure. The function that :func:`export`
@@ -98,8 +104,7 @@ class AtomicEnergies(nn.Module):
             K.ATOMIC_NUMBERS: model.z_of_species.index_select(0, species),
         }
         if self.paired:
-            edges = torch.arange(edge_index.size(1), device=edge_index.device)
-            rows = PairRows(edges[0::2], torch.div(edges, 2, rounding_mode="floor"), edges.remainder(2) == 1)
+            rows = consecutive_pairs(edge_index)
         else:
             rows = PairRows(None, None, None)
         geometry = model.geometry(graph, rows)
@@ -136,9 +141,8 @@ class StagedEnergies(nn.Module):
         for s in range(len(model.interactions) + 1):
             keep = pair_of_edge < stage_pairs[s]
             stage_index, stage_shift = edge_index[:, keep], edge_shift[keep]
-            edges = torch.arange(stage_index.size(1), device=edge_index.device)
-            rows = PairRows(edges[0::2], torch.div(edges, 2, rounding_mode="floor"), edges.remainder(2) == 1)
-            geometries.append(model.geometry({**base, K.EDGE_INDEX: stage_index, K.EDGE_SHIFT: stage_shift}, rows))
+            geometries.append(model.geometry({**base, K.EDGE_INDEX: stage_index, K.EDGE_SHIFT: stage_shift},
+                                             consecutive_pairs(stage_index)))
         graph = {**base, K.EDGE_INDEX: edge_index, K.EDGE_SHIFT: edge_shift}
         return model.evaluate(species, geometries[0], graph, stage_geometries=geometries)[K.ATOMIC_ENERGIES]
 
