@@ -210,14 +210,13 @@ def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: Edge
         if m == 0:
             x = torch.stack([b[0].view(copies, rows, n_in, c).permute(1, 3, 2, 0) for b in blocks], dim=1)
             y = weights[0] @ x  # (R, S_in, C, n_out, copies)
-            for s in range(parities_in):
-                out[s].append(y[:, s].permute(3, 0, 2, 1).reshape(edges, n_out, c))
+            for s, part in enumerate(y.unbind(1)):
+                out[s].append(part.permute(3, 0, 2, 1).reshape(edges, n_out, c))
             continue
         x = torch.stack([b[m].view(copies, rows, 2, n_in, c).permute(1, 4, 3, 0, 2) for b in blocks], dim=2)
         y = weights[m] @ x.view(rows, c, parities_in * n_in, copies * 2)  # (R, C, S_out n_out, copies g)
-        y = y.view(rows, c, parities_out, n_out, copies, 2)
-        for s in range(parities_out):
-            out[s].append(y[:, :, s].permute(3, 0, 4, 2, 1).reshape(edges, 2 * n_out, c))
+        for s, part in enumerate(y.view(rows, c, parities_out, n_out, copies, 2).unbind(2)):
+            out[s].append(part.permute(3, 0, 4, 2, 1).reshape(edges, 2 * n_out, c))
     return rotate_back_and_sum([torch.cat(o, dim=1) for o in out], geometry, layout, parities_in, n,
                                inv_avg_neighbors)
 
@@ -243,7 +242,7 @@ def so2_convolution_shared(h: torch.Tensor, scales: list[torch.Tensor], matrices
     blocks = [_order_blocks(frame, layout, True) for frame in frames]
     out = [[] for _ in range(parities_out)]  # per output class, its frame's order blocks
     for m, (n_in, n_out) in enumerate(layout.orders):
-        scale = [_directed(scales[m][:, :, s], copies) for s in range(parities_in)]  # (D, n_in, C) each
+        scale = [_directed(part, copies) for part in scales[m].unbind(2)]  # (D, n_in, C) per class
         if m == 0:
             for s in range(parities_in):
                 x = (blocks[s][0] * scale[s]).view(edges, n_in * c)
@@ -255,9 +254,8 @@ def so2_convolution_shared(h: torch.Tensor, scales: list[torch.Tensor], matrices
             x = (blocks[s][m] * scale[s].unsqueeze(1)).view(2 * edges, n_in * c)
             weight = columns[:, :, s].reshape(-1, n_in * c)
             mixed = torch.nn.functional.linear(x, weight) if mixed is None else mixed.addmm_(x, weight.t())
-        mixed = mixed.view(edges, 2, n_out, parities_out, c)
-        for s in range(parities_out):
-            out[s].append(mixed[:, :, :, s].reshape(edges, 2 * n_out, c))
+        for s, part in enumerate(mixed.view(edges, 2, n_out, parities_out, c).unbind(3)):
+            out[s].append(part.reshape(edges, 2 * n_out, c))
     return rotate_back_and_sum([torch.cat(o, dim=1) for o in out], geometry, layout, parities_in, n,
                                inv_avg_neighbors)
 
