@@ -13,8 +13,8 @@ parameter), one step each, interleaved call by call:
 - molsym channelwise / shared: ``so2_convolution`` / ``so2_convolution_shared`` of
   ``molsym.nn.interactions.so2_conv`` with the eSCN layer's radial MLP, one parity class in and both
   out (O(3): the class-switching B blocks make pseudotensors, so the output is twice
-  fairchem's). The edge frames (Wigner-D rows, as one padded matrix per edge: fairchem's; molsym's
-  of both classes) are computed once, outside the timed step, for both.
+  fairchem's). The edge frames (the Wigner-D rows as one padded matrix per edge for fairchem;
+  molsym's per class and degree group) are computed once, outside the timed step, for both.
 fairchem is imported from fairchem-venv (``pip install --no-deps fairchem-core``); only its
 ``so2_layers`` and ``radial`` modules are loaded, by path.
 """
@@ -42,9 +42,8 @@ from molsym.data.graph import to_device  # noqa: E402
 from molsym.nn.forms import FeatureForm  # noqa: E402
 from molsym.nn.geometry import GeometryBuilder  # noqa: E402
 from molsym.nn.interactions.escn import ESCNConvolution, ESCNSettings  # noqa: E402
-from molsym.nn.interactions.so2_conv import (  # noqa: E402
-    SO2Layout, class_rotation, frame_rotation, so2_convolution, so2_convolution_shared,
-)
+from molsym.nn.interactions.so2_conv import so2_convolution, so2_convolution_shared  # noqa: E402
+from molsym.nn.interactions.so2_frames import SO2Layout, class_rotations, frame_rotation  # noqa: E402
 from molsym.nn.scatter import scatter_sum  # noqa: E402
 
 
@@ -70,8 +69,8 @@ def steps(graph, lmax, mmax, channels, num_radial, hidden, dtype):
     with torch.no_grad():  # fixed positions: no gradients into the geometry
         geometry = builder(graph)
         frame_rotation(geometry, lmax, min(mmax, lmax))
-        for parity in (0, 1):  # molsym's frame rotations of both classes (class 1 in G-form rows)
-            class_rotation(geometry, lmax, SO2Layout(lmax, lmax, mmax), parity, 1)
+        for side, parity in ((0, 0), (1, 0), (1, 1)):  # molsym's (class 1 in G-form rows; degree groups)
+            class_rotations(geometry, SO2Layout(lmax, lmax, mmax), side, parity, 1)
     i, j = geometry.directed_index
     n = graph["positions"].shape[0]
     gen = torch.Generator().manual_seed(lmax * 10 + mmax)
