@@ -18,10 +18,11 @@ map for both halves::
     out[0] = A[0] G[0] + B[1] G[1],    out[1] = A[1] G[1] - B[0] G[0]
 
 and its result is again in G-form. Class 1 is rotated in and back with the rows of P R
-(R the plain rows), so its frame is in G-form from the start and no copy swaps it. The mixing of an order is one GEMM over both halves (shared mixing: a learnt
-matrix over (degree, class, channel), after a radial scaling) or one batched matmul per
-(edge, channel) with the two halves as two columns (channel-wise mixing: per-edge matrices
-from the radial network).
+(R the plain rows), so its frame is in G-form from the start and no copy swaps it. The
+mixing of an order is one GEMM over both halves (shared mixing: a learnt matrix over
+(degree, class, channel), after a radial scaling; split by class and degree group) or one
+batched matmul per (edge, channel) with the two halves as two columns (channel-wise mixing:
+per-edge matrices from the radial network).
 """
 from __future__ import annotations
 
