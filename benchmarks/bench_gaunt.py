@@ -15,7 +15,7 @@ l1 + l2 + l3 even: those a Gaunt product has). Columns:
   per chunk of 1,000 pairs (``molsym.o3.gaunt``); skipped above ``--dense-max-l``
   (``--dense-max-l-16`` with more than one channel).
 With more than one channel L stops at ``--max-l-16`` (at L = 10 and 16 channels the fft
-backend's values alone take ~1 GB per tensor).
+backend's values alone take ~0.6 GB per tensor).
 Median of ``--repeats`` calls after ``--warmup``; the growth exponent is the log-log slope of
 time against L over L >= 3. Absolute times depend on the machine's load (recorded).
 ``--paired L ...`` measures only fft/grid, as the median ratio of back-to-back pairs of calls

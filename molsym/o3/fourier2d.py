@@ -1,4 +1,4 @@
-"""Functions on the sphere in the 2D Fourier basis of (θ, φ), products by FFT in φ ("fft" backend).
+"""Functions on the sphere in the 2D Fourier basis of (θ, φ), synthesis by inverse FFT in φ ("fft" backend).
 
 Luo, Chen & Krishnapriyan (ICLR 2024): with the continuation of ``molsym.o3.sphere`` to
 θ in [0, 2π), f = Σ_lm a_lm Θ_l^|m|(θ) Φ_m(φ) of degree <= L is a trigonometric polynomial
@@ -15,7 +15,9 @@ degree Ld), N_φ >= max(Ld + Lout + 1, 2 L_in + 1) rounded up to a 2-3-5-smooth 
   FFT of F[u, v] = Σ_l T[l, v, u] (a_{l,v} - i a_{l,-v}) / √2 is Σ_l Θ_l^v(θ_k) (...) / √2,
   one real batched matrix product per order v, O(L^2) per function and row), then the
   inverse real FFT along φ (``torch.fft.irfft``).
-* Projection: ``rfft`` along φ gives H_v(θ_k); the torus projection
+* Projection: the real DFT along φ (a matrix product with the (N_φ, 2 (Lout+1)) table of
+  cos vφ_j and -sin vφ_j over N_φ: an rfft's autograd backward, a complex FFT of the
+  zero-padded full spectrum, took 2-3x its time) gives H_v(θ_k); the torus projection
   c_lm = Σ_u P[l, v, u] H[u, v], P[l, v, u] = C_v Σ_u' T[l, v, u'] J(u + u') with the closed
   form J(n) = ∫_0^π e^{inθ} sin θ dθ = (1 + (-1)^n) / (1 - n²) (n != ±1), J(±1) = ±iπ/2
   (C_0 = 2π, C_v = 2√2π; c_l,v = Re S, c_l,-v = -Im S), is applied through
@@ -256,9 +258,8 @@ class TorusGrid(nn.Module):
         return self.sin_e_phi, self.e_theta
 
     def _project(self, values: torch.Tensor, lmax: int, kind: str) -> torch.Tensor:
-        """Values (..., P, C) -> coefficients (..., D, C): the real DFT along φ (a matrix product;
-        an rfft's autograd backward, a complex FFT of the zero-padded full spectrum, took 2-3x its
-        time at L = 8), then per order one real product with the folded θ table."""
+        """Values (..., P, C) -> coefficients (..., D, C): the real DFT along φ, then per order one
+        real product with the folded θ table."""
         if values.dim() < 2 or values.shape[-2] != self.num_points:
             raise ValueError(f"expected (..., {self.num_points}, channels) values, got shape {tuple(values.shape)}")
         lead, c = tuple(values.shape[:-2]), values.shape[-1]
