@@ -92,7 +92,7 @@ def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: Edge
     copies = _copies(weights[0], edges, geometry)
     rows = edges // copies
     out = [[[] for _ in layout.groups[1]] for _ in range(parities_out)]  # per class and group, its order blocks
-    for m in range(layout.top + 1):
+    for m, (_, n_out) in enumerate(layout.orders):
         ins, outs = layout.pieces(m, 0), layout.pieces(m, 1)
         sizes = [k for _, _, k in outs]
         if m == 0:
@@ -105,7 +105,7 @@ def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: Edge
         x = torch.cat([groups[g][m].view(copies, rows, 2, k, c).permute(1, 4, 3, 0, 2)
                        for groups in pieces for g, _, k in ins], dim=2)  # (R, C, S_in n_in, copies, 2)
         y = weights[m] @ x.view(rows, c, x.shape[2], copies * 2)  # (R, C, S_out n_out, copies g)
-        for s, part in enumerate(y.view(rows, c, parities_out, -1, copies, 2).unbind(2)):
+        for s, part in enumerate(y.view(rows, c, parities_out, n_out, copies, 2).unbind(2)):
             for (g, _, k), block in zip(outs, part.split(sizes, dim=2)):
                 out[s][g].append(block.permute(3, 0, 4, 2, 1).reshape(edges, 2 * k, c))
     frames = [[torch.cat(blocks, dim=1) for blocks in groups] for groups in out]
