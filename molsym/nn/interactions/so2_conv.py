@@ -142,16 +142,16 @@ def so2_convolution_shared(h: torch.Tensor, scales: list[torch.Tensor], matrices
             for (g, i, k), part in zip(ins, _directed(scale, copies).split([k for _, _, k in ins], dim=1)):
                 block = groups[g][m] * (part if m == 0 else part.unsqueeze(1))
                 x.append((s, block.view(halves * edges, k * c), matrix[:, :, :, i:i + k]))
-        sums = [[term for term in x if term[0] == s] for s in range(parities_in)] if m == 0 else [x]
+        # per output class t: m = 0 the terms of class t (A[t]); m >= 1 all, with the matrix's rows of class t
+        sums = [(t, [term for term in x if term[0] == t], 0) for t in range(parities_in)] if m == 0 else \
+            [(t, x, t) for t in range(parities_out)]
         for g, i, k in outs:
-            for target, terms in enumerate(sums):  # m = 0: one sum per class; m >= 1: one in all
+            for t, terms, row in sums:
                 y = None
                 for _, rows, matrix in terms:
-                    weight = matrix[i:i + k].reshape(k * matrix.shape[1] * c, -1)
+                    weight = matrix[i:i + k, row].reshape(k * c, -1)
                     y = torch.nn.functional.linear(rows, weight) if y is None else y.addmm_(rows, weight.t())
-                parts = [y] if m == 0 else y.view(edges, 2, k, parities_out, c).unbind(3)
-                for s, part in enumerate(parts, start=target):
-                    out[s][g].append(part.reshape(edges, halves * k, c))
+                out[t][g].append(y.view(edges, halves * k, c))
     frames = [[torch.cat(blocks, dim=1) for blocks in groups] for groups in out]
     return rotate_back_and_sum(frames, geometry, layout, parities_in, n, inv_avg_neighbors)
 
