@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     parser.add_argument("--num-radial", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--frames", type=int, default=27, help="3BPA frames in the batch (27: ~10k directed edges)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--json", type=Path)
