@@ -73,7 +73,7 @@ def _join(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
 def _frames_in(h: torch.Tensor, geometry: EdgeGeometry, layout: SO2Layout) -> list[list[list]]:
     """The input frames split by class, degree group and order (:func:`order_pieces`)."""
     frames = rotate_into_frames(h, geometry, layout)
-    return [[order_pieces(frame, layout, g, True) for g, frame in enumerate(groups)] for groups in frames]
+    return [[order_pieces(frame, layout, g) for g, frame in enumerate(groups)] for groups in frames]
 
 
 def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: EdgeGeometry, layout: SO2Layout,

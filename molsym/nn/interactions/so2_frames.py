@@ -160,15 +160,14 @@ def rotate_back_and_sum(frames: list[list[torch.Tensor]], geometry: EdgeGeometry
     return torch.stack(summed, dim=1) * inv_avg_neighbors
 
 
-def order_pieces(frame: torch.Tensor, layout: SO2Layout, group: int, order_zero: bool) -> list:
+def order_pieces(frame: torch.Tensor, layout: SO2Layout, group: int) -> list:
     """An input frame (D, K_g, C) of degree group ``group`` split by order m = 0..top:
-    (D, count, C) for m = 0 (None without ``order_zero``), (D, 2, count, C) (the two halves)
-    for m >= 1 (None where the group has no degree l >= m); count as in :meth:`SO2Layout.pieces`."""
+    (D, count, C) for m = 0, (D, 2, count, C) (the two halves) for m >= 1 (None where the group
+    has no degree l >= m); count as in :meth:`SO2Layout.pieces`."""
     first, last = layout.groups[0][group]
     counts = [last - max(first, m) + 1 for m in range(layout.top + 1)]
-    sizes = ([counts[0]] if order_zero else []) + [2 * n for n in counts[1:] if n > 0]
-    parts = iter(frame.split(sizes, dim=1))
-    blocks = [next(parts) if order_zero else None]
+    parts = iter(frame.split([counts[0]] + [2 * n for n in counts[1:] if n > 0], dim=1))
+    blocks = [next(parts)]
     for n in counts[1:]:
         blocks.append(next(parts).view(frame.shape[0], 2, n, frame.shape[-1]) if n > 0 else None)
     return blocks
