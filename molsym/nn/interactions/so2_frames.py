@@ -8,7 +8,8 @@ G-form (``molsym.nn.interactions.so2_conv``): its rows of order m >= 1 are (-m, 
 P R for the plain rows R; P is orthogonal, so (P R)^T rotates it back. With one class in,
 class 1 has no order-0 rows. A group's rotation is one matrix per edge, block-diagonal in its
 degrees and padded (as fairchem pads all degrees into one): grouping keeps the padded zeros,
-which every batched matmul reads, to the small degrees.
+which every batched matmul reads, to the small degrees (0-4), while few groups keep the
+number of operations small (on CPU, 25 coefficients per group beat 9 and 16 at lmax 4-6).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from molsym.nn.geometry import EdgeGeometry
 from molsym.nn.scatter import scatter_sum
 
-GROUP_WIDTH = 16
+GROUP_WIDTH = 25
 """Most coefficients, sum of 2l + 1, of a group of several degrees."""
 
 
