@@ -370,7 +370,8 @@ def _atomic_write(module, path, extra_files: dict) -> None:
 
 
 class ExportedModel:
-    """An export file loaded in Python: ``model(positions, species, edge_index, edge_shift, nlocal, paired)``
+    """An export file loaded in Python: ``model(positions, species, edge_index, edge_shift, nlocal, paired,
+    stage_pairs)``
     -> (energy, energies, forces, virial) as in the module docstring, run without TorchScript's
     optimising executor. ``metadata``: the dict stored with the file; ``module``: the
     ``torch.jit.ScriptModule``."""
@@ -378,9 +379,11 @@ class ExportedModel:
     def __init__(self, module, metadata: dict):
         self.module, self.metadata = module, metadata
 
-    def __call__(self, positions, species, edge_index, edge_shift, nlocal: int, paired: bool = False):
+    def __call__(self, positions, species, edge_index, edge_shift, nlocal: int, paired: bool = False,
+                 stage_pairs: list[int] | None = None):
+        stage_pairs = None if stage_pairs is None else [int(count) for count in stage_pairs]
         with optimisation_disabled():
-            return self.module(positions, species, edge_index, edge_shift, int(nlocal), bool(paired))
+            return self.module(positions, species, edge_index, edge_shift, int(nlocal), bool(paired), stage_pairs)
 
 
 def load_exported(path: str | os.PathLike) -> ExportedModel:
