@@ -83,6 +83,12 @@ def consecutive_pairs(edge_index: torch.Tensor) -> PairRows:
     return PairRows(edges[0::2], torch.div(edges, 2, rounding_mode="floor"), edges.remainder(2) == 1)
 
 
+def one_structure(model, positions, species) -> dict:
+    """The graph keys of one open structure, edges aside: positions, batch, cell, atomic numbers."""
+    return {K.POSITIONS: positions, K.BATCH: torch.zeros_like(species), K.CELL: positions.new_zeros(1, 3, 3),
+            K.ATOMIC_NUMBERS: model.z_of_species.index_select(0, species)}
+
+
 class AtomicEnergies(nn.Module):
     """Atomic energies (N,) eV of a Potential from (positions (N, 3) Å, species (N,) int64,
     edge_index (2, E) int64, edge_shift (E, 3) Å), one structure. The function that :func:`export`
@@ -98,11 +104,7 @@ class AtomicEnergies(nn.Module):
 
     def forward(self, positions, species, edge_index, edge_shift):
         model = self.model
-        graph = {
-            K.POSITIONS: positions, K.EDGE_INDEX: edge_index, K.EDGE_SHIFT: edge_shift,
-            K.BATCH: torch.zeros_like(species), K.CELL: positions.new_zeros(1, 3, 3),
-            K.ATOMIC_NUMBERS: model.z_of_species.index_select(0, species),
-        }
+        graph = {**one_structure(model, positions, species), K.EDGE_INDEX: edge_index, K.EDGE_SHIFT: edge_shift}
         if self.paired:
             rows = consecutive_pairs(edge_index)
         else:
@@ -134,8 +136,7 @@ class StagedEnergies(nn.Module):
 
     def forward(self, positions, species, edge_index, edge_shift, stage_pairs):
         model = self.model
-        base = {K.POSITIONS: positions, K.BATCH: torch.zeros_like(species), K.CELL: positions.new_zeros(1, 3, 3),
-                K.ATOMIC_NUMBERS: model.z_of_species.index_select(0, species)}
+        base = one_structure(model, positions, species)
         pair_of_edge = torch.div(torch.arange(edge_index.size(1), device=edge_index.device), 2, rounding_mode="floor")
         geometries = []
         for s in range(len(model.interactions) + 1):
@@ -201,10 +202,10 @@ class ExportedPotential(nn.Module):
                     raise ValueError("stage_pairs must lie in 0..E/2")
         positions = positions.detach().requires_grad_(True)
         edge_shift = edge_shift.detach().requires_grad_(True)
-        if stage_pairs is not None:
+        if stage_pairs is not None and 2 * min(stage_pairs) < edge_index.size(1):
             atomic = self.staged_energies(positions, species, edge_index, edge_shift,
                                           torch.tensor(stage_pairs, dtype=torch.long))
-        elif paired:
+        elif paired:  # (also when every stage takes every pair, as on a host's single domain)
             atomic = self.paired_energies(positions, species, edge_index, edge_shift)
         else:
             atomic = self.atomic_energies(positions, species, edge_index, edge_shift)
