@@ -1,10 +1,10 @@
-"""eSCN's SO(2) convolution against e3nn's tensor-product convolution with the same paths, on CPU.
+"""eSCN's SO(2) convolution against e3nn's tensor-product convolution with the same paths.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_escn.py --json benchmarks/results/escn_cpu.json
 
 One convolution, forward and backward (gradients of features and per-edge weights): ~10k
 directed edges (a batch of 3BPA frames), 16 channels, both parity classes in and out,
-degrees L = 1..8. Columns:
+degrees L = 1..8, on CPU or (``--device cuda``) a GPU. Columns:
 - so2 (mmax = L): ``molsym.nn.interactions.so2_conv.so2_convolution`` (channel-wise mixing,
   per-edge weights given in its layout), edge frames and Wigner-D
   blocks computed inside the timed call; equal to the e3nn column (tests/test_escn.py);
@@ -47,14 +47,16 @@ def graph_of(frames: int):
 
 
 def so2_call(graph, lmax, mmax, channels, dtype):
-    builder = GeometryBuilder(4.5, 8).to(dtype)
+    device = graph["positions"].device
+    builder = GeometryBuilder(4.5, 8).to(device=device, dtype=dtype)
     positions = graph["positions"].to(dtype)
     layout = SO2Layout(lmax, lmax, mmax)
     n = positions.shape[0]
-    h = torch.randn(n, 2, (lmax + 1) ** 2, channels, dtype=dtype, requires_grad=True)
+    h = torch.randn(n, 2, (lmax + 1) ** 2, channels, dtype=dtype, device=device, requires_grad=True)
     probe = builder({**graph, "positions": positions})
     d = probe.directed_index.shape[1]
-    weights = [torch.randn(d, *shape, dtype=dtype, requires_grad=True) for shape in layout.mixing_shapes(2, 2, channels)]
+    weights = [torch.randn(d, *shape, dtype=dtype, device=device, requires_grad=True)
+               for shape in layout.mixing_shapes(2, 2, channels)]
 
     def call():
         geometry = builder({**graph, "positions": positions})
@@ -71,14 +73,15 @@ def e3nn_call(graph, lmax, channels, dtype):
     blocks = [(s, l) for s in range(2) for l in range(lmax + 1)]
     irreps_in = o3.Irreps([(channels, (l, (-1) ** (l + s))) for s, l in blocks])
     sh = o3.Irreps.spherical_harmonics(2 * lmax)
-    tp = convolution_product(irreps_in, sh, lmax, "all").to(dtype)
-    builder = GeometryBuilder(4.5, 8).to(dtype)
+    device = graph["positions"].device
+    tp = convolution_product(irreps_in, sh, lmax, "all").to(device=device, dtype=dtype)
+    builder = GeometryBuilder(4.5, 8).to(device=device, dtype=dtype)
     positions = graph["positions"].to(dtype)
     n = positions.shape[0]
-    x = torch.randn(n, irreps_in.dim, dtype=dtype, requires_grad=True)
+    x = torch.randn(n, irreps_in.dim, dtype=dtype, device=device, requires_grad=True)
     geometry = builder({**graph, "positions": positions})
     e = geometry.edge_index.shape[1]
-    weights = torch.randn(e, tp.weight_numel, dtype=dtype, requires_grad=True)
+    weights = torch.randn(e, tp.weight_numel, dtype=dtype, device=device, requires_grad=True)
 
     def call():
         g = builder({**graph, "positions": positions})
@@ -92,13 +95,21 @@ def e3nn_call(graph, lmax, channels, dtype):
     return call, e, len(tp.instructions)
 
 
+def synchronize() -> None:
+    """Wait for queued GPU work (a no-op on CPU), so that wall-clock intervals measure it."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def median_ms(call, repeats, warmup) -> float:
     for _ in range(warmup):
         call()
     times = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         call()
+        synchronize()
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
 
@@ -117,6 +128,11 @@ def timed(make, repeats, warmup):
     call = make()
     setup = time.perf_counter() - start
     return median_ms(call, repeats, warmup), setup
+
+
+def device_name(device: str) -> str:
+    """What ran the benchmark: "cpu" or the GPU's name."""
+    return torch.cuda.get_device_name(device) if str(device).startswith("cuda") else "cpu"
 
 
 def slope(ls, ms) -> float | None:
@@ -138,12 +154,13 @@ def main(argv=None) -> int:
     parser.add_argument("--e3nn-max-l", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)
-    graph = to_device(graph_of(args.frames), dtype=dtype)
+    graph = to_device(graph_of(args.frames), device=args.device, dtype=dtype)
     rows = []
     print(f"load average {os.getloadavg()}")
     print("| L | so2 mmax=L ms | so2 mmax=2 ms | e3nn ms | e3nn paths | e3nn / so2 (mmax=L) | e3nn / so2 (mmax=2) |")
@@ -163,13 +180,14 @@ def main(argv=None) -> int:
             f"{e3:.1f}", str(row["e3nn_paths"]), f"{e3 / row['so2_full_ms']:.1f}", f"{e3 / row['so2_mmax2_ms']:.1f}"]
         print(f"| {lmax} | {row['so2_full_ms']:.1f} | {row['so2_mmax2_ms']:.1f} | " + " | ".join(e3nn_cells) + " |",
               flush=True)
-    ls = [r["lmax"] for r in rows]
-    exponents = {key: slope(ls, [r.get(key) for r in rows]) for key in ("so2_full_ms", "so2_mmax2_ms", "e3nn_ms")}
+        ls = [r["lmax"] for r in rows]
+        exponents = {key: slope(ls, [r.get(key) for r in rows]) for key in ("so2_full_ms", "so2_mmax2_ms", "e3nn_ms")}
+        if args.json:  # after every row: a run stopped early keeps what it measured
+            write_json(args.json, {"channels": args.channels, "dtype": args.dtype, "threads": args.threads,
+                       "device": device_name(args.device), "torch": torch.__version__,
+                       "frames": args.frames, "load_average_end": os.getloadavg(),
+                       "rows": rows, "exponents": exponents})
     print("growth exponents (L >= 3):", {k: (None if v is None else round(v, 2)) for k, v in exponents.items()})
-    if args.json:
-        write_json(args.json, {"channels": args.channels, "dtype": args.dtype, "threads": args.threads,
-                   "frames": args.frames, "load_average_end": os.getloadavg(),
-                   "rows": rows, "exponents": exponents})
     return 0
 
 

@@ -1,4 +1,4 @@
-"""One eSCN message step, molsym against fairchem's SO2_Convolution (UMA), on CPU.
+"""One eSCN message step, molsym against fairchem's SO2_Convolution (UMA).
 
     make bench-escn-fairchem      # builds fairchem-venv, then runs this with it
 
@@ -16,7 +16,9 @@ parameter), one step each, interleaved call by call:
   fairchem's). The edge frames (the Wigner-D rows as one padded matrix per edge for fairchem;
   molsym's per class and degree group) are computed once, outside the timed step, for both.
 fairchem is imported from fairchem-venv (``pip install --no-deps fairchem-core``); only its
-``so2_layers`` and ``radial`` modules are loaded, by path.
+``so2_layers`` and ``radial`` modules are loaded, by path (``--fairchem-dir``: the folder holding
+``so2_layers.py``, ``radial.py`` and ``matmul.py``, where fairchem is not installed). ``--device cuda``
+runs it on a GPU (each timed call between two synchronisations).
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_escn import write_json  # noqa: E402
+from bench_escn import device_name, synchronize, write_json  # noqa: E402
 from systems import bpa_frames  # noqa: E402
 
 import molsym  # noqa: E402
@@ -47,12 +49,14 @@ from molsym.nn.interactions.so2_frames import SO2Layout, class_rotations, frame_
 from molsym.nn.scatter import scatter_sum  # noqa: E402
 
 
-def fairchem_so2_layers():
+def fairchem_so2_layers(folder: Path | None = None):
     """fairchem's uma/nn/so2_layers module, loaded by path (its package __init__ pulls the whole stack)."""
-    spec = importlib.util.find_spec("fairchem")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("fairchem is not importable: run with fairchem-venv/bin/python (make bench-escn-fairchem)")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "core" / "models" / "uma" / "nn"
+    if folder is None:
+        spec = importlib.util.find_spec("fairchem")
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit("fairchem is not importable: run with fairchem-venv/bin/python (make bench-escn-fairchem)"
+                             " or give --fairchem-dir")
+        folder = Path(list(spec.submodule_search_locations)[0]) / "core" / "models" / "uma" / "nn"
     package = types.ModuleType("fairchem_uma_nn")
     package.__path__ = [str(folder)]
     sys.modules["fairchem_uma_nn"] = package
@@ -64,8 +68,9 @@ def fairchem_so2_layers():
     return sys.modules["fairchem_uma_nn.so2_layers"]
 
 
-def steps(graph, lmax, mmax, channels, num_radial, hidden, dtype):
-    builder = GeometryBuilder(4.5, num_radial, frame_lmax=lmax).to(dtype)
+def steps(graph, lmax, mmax, channels, num_radial, hidden, dtype, fairchem_dir=None):
+    device = graph["positions"].device
+    builder = GeometryBuilder(4.5, num_radial, frame_lmax=lmax).to(device=device, dtype=dtype)
     with torch.no_grad():  # fixed positions: no gradients into the geometry
         geometry = builder(graph)
         frame_rotation(geometry, lmax, min(mmax, lmax))
@@ -73,15 +78,15 @@ def steps(graph, lmax, mmax, channels, num_radial, hidden, dtype):
             class_rotations(geometry, SO2Layout(lmax, lmax, mmax), side, parity, 1)
     i, j = geometry.directed_index
     n = graph["positions"].shape[0]
-    gen = torch.Generator().manual_seed(lmax * 10 + mmax)
-    x = torch.randn(n, (lmax + 1) ** 2, channels, generator=gen, dtype=dtype, requires_grad=True)
+    gen = torch.Generator(device=device).manual_seed(lmax * 10 + mmax)
+    x = torch.randn(n, (lmax + 1) ** 2, channels, generator=gen, dtype=dtype, device=device, requires_grad=True)
     h = x.detach().unsqueeze(1).requires_grad_(True)  # (N, 1, (L+1)^2, C)
     form = FeatureForm.spherical(channels, lmax, 1)
     calls = {}
     for mixing in ("channelwise", "shared"):
         settings = ESCNSettings(channels=channels, lmax=lmax, mmax=mmax, num_radial=num_radial,
                                 radial_hidden=hidden, avg_num_neighbors=1.0, mixing=mixing)
-        layer = ESCNConvolution(settings, form).to(dtype)
+        layer = ESCNConvolution(settings, form).to(device=device, dtype=dtype)
 
         def call(layer=layer, mixing=mixing):
             weights = layer.edge_weights(geometry)
@@ -92,14 +97,14 @@ def steps(graph, lmax, mmax, channels, num_radial, hidden, dtype):
             out.square().sum().backward()
 
         calls[f"molsym_{mixing}"] = call
-    so2 = fairchem_so2_layers()
+    so2 = fairchem_so2_layers(fairchem_dir)
     mapping = types.SimpleNamespace(m_size=[lmax + 1 - m for m in range(mmax + 1)])
     wigner = frame_rotation(geometry, lmax, min(mmax, lmax))  # (D, K, (L+1)^2), fairchem's row order
     wigner_inv = wigner.transpose(1, 2).contiguous()
     radial = geometry.directed(geometry.pair_radial[:, :num_radial] * geometry.pair_envelope.unsqueeze(-1))
     for name, out_channels in (("fairchem", channels), ("fairchem_2c", 2 * channels)):
         conv = so2.SO2_Convolution(channels, out_channels, lmax, mmax, mapping, internal_weights=False,
-                                   edge_channels_list=[num_radial, hidden]).to(dtype)
+                                   edge_channels_list=[num_radial, hidden]).to(device=device, dtype=dtype)
 
         def fairchem_call(conv=conv):
             edge = torch.bmm(wigner, x.index_select(0, j))  # (D, K, C)
@@ -120,12 +125,15 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--fairchem-dir", type=Path, help="folder of fairchem's so2_layers.py, radial.py, matmul.py")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)
-    graph = to_device(molsym.collate([molsym.from_ase(a, 4.5) for a in bpa_frames(args.frames)]), dtype=dtype)
+    graph = to_device(molsym.collate([molsym.from_ase(a, 4.5) for a in bpa_frames(args.frames)]),
+                      device=args.device, dtype=dtype)
     rows = []
     print(f"load average {os.getloadavg()}")
     print("| lmax | mmax | edges | fairchem ms | fairchem 2C out ms | molsym channelwise ms | molsym shared ms "
@@ -133,14 +141,16 @@ def main(argv=None) -> int:
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for pair in args.rows.split(","):
         lmax, mmax = (int(v) for v in pair.split(":"))
-        calls, edges = steps(graph, lmax, mmax, args.channels, args.num_radial, args.hidden, dtype)
+        calls, edges = steps(graph, lmax, mmax, args.channels, args.num_radial, args.hidden, dtype, args.fairchem_dir)
         for call in calls.values():
             call()  # warm-up
         times = {name: [] for name in calls}
         for _ in range(args.repeats):
             for name, call in calls.items():
+                synchronize()
                 start = time.perf_counter()
                 call()
+                synchronize()
                 times[name].append(time.perf_counter() - start)
         row = {"lmax": lmax, "mmax": mmax, "edges": edges}
         row.update({f"{name}_ms": 1e3 * statistics.median(t) for name, t in times.items()})
@@ -152,6 +162,7 @@ def main(argv=None) -> int:
               flush=True)
     if args.json:
         write_json(args.json, {"channels": args.channels, "dtype": args.dtype, "threads": args.threads,
+                   "device": device_name(args.device),
                    "hidden": args.hidden, "num_radial": args.num_radial,
                    "load_average_end": os.getloadavg(), "torch": torch.__version__,
                    "rows": rows})

@@ -1,4 +1,4 @@
-"""The Gaunt tensor product against e3nn's tensor product and the dense Gaunt contraction, on CPU.
+"""The Gaunt tensor product against e3nn's tensor product and the dense Gaunt contraction.
 
     OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_gaunt.py \
         --json benchmarks/results/gaunt_cpu.json
@@ -19,7 +19,8 @@ backend's values alone take ~0.6 GB per tensor).
 Median of ``--repeats`` calls after ``--warmup``; the growth exponent is the log-log slope of
 time against L over L >= 3. Absolute times depend on the machine's load (recorded).
 ``--paired L ...`` measures only fft/grid, as the median ratio of back-to-back pairs of calls
-(robust to load that drifts between the table's columns).
+(robust to load that drifts between the table's columns). ``--device cuda`` runs everything on
+a GPU (each timed call between two synchronisations).
 """
 from __future__ import annotations
 
@@ -34,21 +35,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_escn import slope, timed, write_json  # noqa: E402
+from bench_escn import device_name, slope, synchronize, timed, write_json  # noqa: E402
 
 from molsym.nn.gaunt_product import GauntTensorProduct  # noqa: E402
 from molsym.o3.gaunt import gaunt_coefficients  # noqa: E402
 
 
+DEVICE = "cpu"  # set by main (--device)
+
+
 def operands(batch: int, lmax: int, channels: int, dtype):
     d = (lmax + 1) ** 2
-    x1 = torch.randn(batch, d, channels, dtype=dtype, requires_grad=True)
-    x2 = torch.randn(batch, d, channels, dtype=dtype, requires_grad=True)
+    x1 = torch.randn(batch, d, channels, dtype=dtype, device=DEVICE, requires_grad=True)
+    x2 = torch.randn(batch, d, channels, dtype=dtype, device=DEVICE, requires_grad=True)
     return x1, x2
 
 
 def gaunt_call(batch, lmax, channels, dtype, backend):
-    tp = GauntTensorProduct(lmax, lmax, 2 * lmax, channels, "even", backend).to(dtype)
+    tp = GauntTensorProduct(lmax, lmax, 2 * lmax, channels, "even", backend).to(device=DEVICE, dtype=dtype)
     x1, x2 = operands(batch, lmax, channels, dtype)
 
     def call():
@@ -73,9 +77,9 @@ def e3nn_call(batch, lmax, channels, dtype):
                         instructions.append((i1, i2, len(irreps_out), "uuu", False))
                         irreps_out.append((channels, ir3))
         tp = o3.TensorProduct(irreps, irreps, o3.Irreps(irreps_out), instructions)
-    tp = tp.to(dtype)
-    x1 = torch.randn(batch, irreps.dim, dtype=dtype, requires_grad=True)
-    x2 = torch.randn(batch, irreps.dim, dtype=dtype, requires_grad=True)
+    tp = tp.to(device=DEVICE, dtype=dtype)
+    x1 = torch.randn(batch, irreps.dim, dtype=dtype, device=DEVICE, requires_grad=True)
+    x2 = torch.randn(batch, irreps.dim, dtype=dtype, device=DEVICE, requires_grad=True)
 
     def call():
         tp(x1, x2).square().sum().backward()
@@ -84,7 +88,7 @@ def e3nn_call(batch, lmax, channels, dtype):
 
 
 def dense_call(batch, lmax, channels, dtype, chunk=1000):
-    table = gaunt_coefficients(lmax, lmax, 2 * lmax).to(dtype).flatten(0, 1)  # (D1 D2, D3)
+    table = gaunt_coefficients(lmax, lmax, 2 * lmax).to(device=DEVICE, dtype=dtype).flatten(0, 1)  # (D1 D2, D3)
     x1, x2 = operands(batch, lmax, channels, dtype)
 
     def call():
@@ -103,10 +107,13 @@ def paired_ratio(first, second, repeats: int) -> float:
     first(), second()
     ratios = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         first()
+        synchronize()
         middle = time.perf_counter()
         second()
+        synchronize()
         ratios.append((time.perf_counter() - middle) / (middle - start))
     return statistics.median(ratios)
 
@@ -128,17 +135,21 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--paired", type=int, nargs="*", default=[],
                         help="only measure fft/grid by back-to-back pairs at these L (no table)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = args.device
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)
     if args.paired:
         return paired_main(args, dtype)
     results = {"batch": args.batch, "dtype": args.dtype, "threads": args.threads, "torch": torch.__version__,
+               "device": device_name(args.device),
                "loadavg_start": os.getloadavg(), "tables": {}}
     for channels in args.channels:
-        rows, e3nn_open = [], True
+        rows, e3nn_open, exponents = [], True, {}
         print(f"\nC = {channels}\n| L | grid ms | fft ms | e3nn ms | dense ms | fft/grid | e3nn/grid | dense/grid |")
         print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for lmax in args.lmax:
@@ -160,13 +171,13 @@ def main(argv=None) -> int:
             cells = [f"{row[k]:.1f}" if k in row else "" for k in ("grid_ms", "fft_ms", "e3nn_ms", "dense_ms")]
             ratios = [f"{row[k] / row['grid_ms']:.1f}" if k in row else "" for k in ("fft_ms", "e3nn_ms", "dense_ms")]
             print(f"| {lmax} | " + " | ".join(cells + ratios) + " |", flush=True)
-        ls = [r["lmax"] for r in rows]
-        exponents = {k: slope(ls, [r.get(k) for r in rows]) for k in ("grid_ms", "fft_ms", "e3nn_ms", "dense_ms")}
+            ls = [r["lmax"] for r in rows]
+            exponents = {k: slope(ls, [r.get(k) for r in rows]) for k in ("grid_ms", "fft_ms", "e3nn_ms", "dense_ms")}
+            results["tables"][str(channels)] = {"rows": rows, "exponents": exponents}
+            results["loadavg_end"] = os.getloadavg()
+            if args.json:  # after every row: a run stopped early keeps what it measured
+                write_json(args.json, results)
         print("growth exponents (L >= 3):", {k: (None if v is None else round(v, 2)) for k, v in exponents.items()})
-        results["tables"][str(channels)] = {"rows": rows, "exponents": exponents}
-    results["loadavg_end"] = os.getloadavg()
-    if args.json:
-        write_json(args.json, results)
     return 0
 
 

@@ -67,7 +67,7 @@ try:
 except ImportError:  # mace-torch lives in mace-venv only
     SymmetricContraction = None
 
-from bench_escn import timed, write_json  # noqa: E402
+from bench_escn import device_name, timed, write_json  # noqa: E402
 
 import e3nn  # noqa: E402
 from e3nn import o3  # noqa: E402
@@ -227,15 +227,15 @@ def check(channels: int, lmax: int, correlation: int, backends, mace) -> dict:
     return result
 
 
-def gaunt_call(nodes, channels, lmax, correlation, dtype, backend):
-    basis = product_basis(channels, lmax, correlation, backend).to(dtype)
-    m = torch.randn(nodes, 2, (lmax + 1) ** 2, channels, dtype=dtype, requires_grad=True)
+def gaunt_call(nodes, channels, lmax, correlation, dtype, backend, device="cpu"):
+    basis = product_basis(channels, lmax, correlation, backend).to(device=device, dtype=dtype)
+    m = torch.randn(nodes, 2, (lmax + 1) ** 2, channels, dtype=dtype, device=device, requires_grad=True)
     return lambda: torch.autograd.grad(basis(m).square().sum(), m)
 
 
-def e3nn_call(nodes, channels, lmax, correlation, dtype):
-    chain = ChainedTensorProducts(channels, lmax, correlation).to(dtype)
-    x = torch.randn(nodes, channels * (lmax + 1) ** 2, dtype=dtype, requires_grad=True)
+def e3nn_call(nodes, channels, lmax, correlation, dtype, device="cpu"):
+    chain = ChainedTensorProducts(channels, lmax, correlation).to(device=device, dtype=dtype)
+    x = torch.randn(nodes, channels * (lmax + 1) ** 2, dtype=dtype, device=device, requires_grad=True)
     return lambda: torch.autograd.grad(chain(x).square().sum(), x)
 
 
@@ -273,11 +273,14 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda: without the MACE column)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     use_mace = SymmetricContraction is not None and not args.no_mace
+    if use_mace and args.device != "cpu":
+        raise SystemExit("the MACE column runs on CPU only here: add --no-mace with --device")
     if SymmetricContraction is None and not args.no_mace:
         print("note: mace is not importable here (run in mace-venv: make bench-gaunt-mace); MACE column skipped")
     versions = {"torch": torch.__version__, "e3nn": e3nn.__version__}
@@ -285,7 +288,8 @@ def main(argv=None) -> int:
         import mace
         versions["mace"] = getattr(mace, "__version__", "unknown")
     results = {"nodes": args.nodes, "correlation": args.correlation, "body_order": args.correlation + 1,
-               "dtype": args.dtype, "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup,
+               "dtype": args.dtype, "threads": args.threads, "device": device_name(args.device),
+               "repeats": args.repeats, "warmup": args.warmup,
                "versions": versions, "loadavg_start": os.getloadavg(), "rows": []}
     reference = args.backends[0]
     columns = list(args.backends) + ([] if args.no_e3nn else ["e3nn"]) + (["mace"] if use_mace else [])
@@ -306,11 +310,12 @@ def main(argv=None) -> int:
             row["checks"] = check(channels, lmax, args.correlation, args.backends, contraction)
             for backend in args.backends:
                 row[f"{backend}_ms"], row[f"{backend}_setup_s"] = timed(
-                    lambda: gaunt_call(args.nodes, channels, lmax, args.correlation, dtype, backend),
+                    lambda: gaunt_call(args.nodes, channels, lmax, args.correlation, dtype, backend, args.device),
                     args.repeats, args.warmup)
             if "e3nn" in columns:
                 row["e3nn_ms"], row["e3nn_setup_s"] = timed(
-                    lambda: e3nn_call(args.nodes, channels, lmax, args.correlation, dtype), args.repeats, args.warmup)
+                    lambda: e3nn_call(args.nodes, channels, lmax, args.correlation, dtype, args.device),
+                    args.repeats, args.warmup)
             if use_mace:
                 row["mace_ms"], _ = timed(
                     lambda: mace_call(args.nodes, channels, lmax, args.correlation, dtype, contraction),

@@ -9,14 +9,15 @@ Systems (deterministic): acetone (10 atoms, ``ase.build.molecule("CH3COCH3")``),
 3BPA (frames 0, 1, ...) on a grid 9 Å apart, the last copy cut to the first atoms of its frame
 so that there are exactly N (100 = 3 copies + 19 atoms, 300 = 11 copies + 3 atoms). Models,
 random weights (seed 0), frozen: TensorNet (128 channels, 2 layers), e3nn (32 channels, lmax 2,
-2 layers) and eSCN (32 channels, lmax 2, mmax 2, 2 layers), all cutoff 4.5 Å, each with a
-Hessian head (16 channels, cutoff 4.5 Å).
+2 layers), eSCN (32 channels, lmax 2, mmax 2, 2 layers) and Gaunt (32 channels, lmax 2,
+correlation 3, 2 layers), all cutoff 4.5 Å, each with a Hessian head (16 channels, cutoff 4.5 Å).
 
-Each (family, dtype, system, method) runs in a fresh process so that its peak memory is its own:
+On CPU each (family, dtype, system, method) runs in a fresh process so that its peak memory is its own:
 the model and graph are built, one call warms up (``--no-autograd-warmup``: none for the autograd rows),
 then ``--repeats`` calls are timed (median).
 Columns: seconds per Hessian; peak memory: the process's maximum resident set minus the
-resident set after building the model (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA).
+resident set after building the model (CPU), or ``torch.cuda.max_memory_allocated`` minus what was
+allocated after building it (CUDA, where the rows share one process: the allocator's peak is reset per row).
 ``autograd`` is ``molsym.models.derivatives.hessian`` (vector-Hessian products batched by vmap,
 ``--chunk`` rows per batched backward pass, 32 by default); ``head`` is ``model(graph, heads=("hessian",))`` under
 ``torch.no_grad``.
@@ -47,6 +48,7 @@ FAMILIES = {
     "tensornet": {"family": "tensornet", "channels": 128, "layers": 2},
     "e3nn": {"family": "e3nn", "channels": 32, "layers": 2, "lmax": 2},
     "escn": {"family": "escn", "channels": 32, "layers": 2, "lmax": 2, "mmax": 2},
+    "gaunt": {"family": "gaunt", "channels": 32, "layers": 2, "lmax": 2, "correlation": 3},
 }
 CHUNK = 32
 HEAD = {"hessian": {"channels": 16}}
@@ -149,7 +151,10 @@ def measure(family: str, dtype_name: str, size: int, method: str, repeats: int, 
                 return model(graph, heads=("hessian",))["hessian"]
     baseline = _rss_gib()
     if device != "cpu":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated() / 2**30
     warmup = method == "head" or autograd_warmup
     if warmup:
         call()
@@ -163,7 +168,7 @@ def measure(family: str, dtype_name: str, size: int, method: str, repeats: int, 
     if device == "cpu":
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 - baseline
     else:
-        peak = torch.cuda.max_memory_allocated() / 2**30
+        peak = torch.cuda.max_memory_allocated() / 2**30 - baseline
     return {"family": family, "dtype": dtype_name, "atoms": len(atoms), "method": method, "device": device,
             "seconds": statistics.median(times), "peak_gib": peak, "repeats": repeats, "extrapolated": extrapolated,
             "timed_passes": autograd_chunks if extrapolated else None, "chunk_rows": rows, "warmup": warmup, "loadavg": os.getloadavg()}
@@ -202,9 +207,12 @@ def main() -> None:
                     repeats = args.autograd_repeats or args.repeats if method == "autograd" else args.repeats
                     row = [family, dtype, size, method, repeats, args.device, args.autograd_chunks,
                            not args.no_autograd_warmup, args.chunk]
-                    done = subprocess.run([sys.executable, __file__, "--row", json.dumps(row)], capture_output=True,
-                                          text=True, check=True)
-                    pair[method] = json.loads(done.stdout.strip().splitlines()[-1])
+                    if args.device == "cpu":  # a process per row: the resident set's peak is the row's own
+                        done = subprocess.run([sys.executable, __file__, "--row", json.dumps(row)],
+                                              capture_output=True, text=True, check=True)
+                        pair[method] = json.loads(done.stdout.strip().splitlines()[-1])
+                    else:  # the allocator's peak is reset per row
+                        pair[method] = measure(*row)
                     rows.append(pair[method])
                 a, h = pair["autograd"], pair["head"]
                 mark = "*" if a["extrapolated"] else ""
