@@ -178,10 +178,11 @@ class ProductBasis(nn.Module):
     Evaluated in Horner form, a_1 (1 + a_2 (1 + a_3)): the constant 1 enters the last factor's
     coefficients (√(4π) on Y_00 in the integral normalisation), so the grid holds one product
     per factor after the first and no sums; the factors' linear maps run as one batched product.
-    Eager calls take the nodes in chunks of about ``CHUNK_VALUES`` grid values per factor, so
-    that a chunk's values stay in cache (L = 4, 1,000 nodes, 16 and 64 channels, one thread:
-    0.5-0.75x the time of one pass, forward and backward); a trace or a compiled graph takes one
-    pass (a trace would freeze the example's number of chunks).
+    Eager calls on CPU take the nodes in chunks of about ``CHUNK_VALUES`` grid values per factor,
+    so that a chunk's values stay in cache (L = 4, 1,000 nodes, 16 and 64 channels, one thread:
+    0.5-0.75x the time of one pass, forward and backward); on a GPU, where every chunk would cost
+    its own kernel launches, and in a trace or a compiled graph (a trace would freeze the
+    example's number of chunks) all nodes take one pass.
     """
 
     CHUNK_VALUES = 1 << 19
@@ -201,7 +202,8 @@ class ProductBasis(nn.Module):
         weight = torch.stack([f.weight[0] for f in self.factors]).index_select(1, self.degree_of_component)
         weight = weight * self.root_4pi
         size = max(1, self.CHUNK_VALUES // (self.sampler.num_points * m.shape[-1]))
-        if torch.jit.is_tracing() or torch.compiler.is_compiling() or m.shape[0] <= size:
+        one_pass = m.device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if one_pass or m.shape[0] <= size:
             out = self._products(m[:, 0], weight)
         else:  # split, not sliced per chunk: the backward of a split is one concatenation
             out = torch.cat([self._products(part, weight) for part in m[:, 0].split(size)])

@@ -185,9 +185,10 @@ def aggregate(parts, weights: torch.Tensor, receivers: torch.Tensor, n: int,
     (k, chunk, C) temporaries stay small; the sums go into fresh accumulators.
     """
     c = weights.shape[-1]
-    if torch.jit.is_tracing():
+    if torch.jit.is_tracing() or weights.device.type != "cpu":
         # a trace would freeze the example's number of chunks and drop the edges of any later
-        # chunk (molsym.export): one pass over all edges keeps the traced graph shape-generic
+        # chunk (molsym.export): one pass over all edges keeps the traced graph shape-generic;
+        # on a GPU every chunk would cost its own kernel launches
         weight_chunks = [(w,) for w in weights.unbind(1)]
         value_chunks = None if senders is not None else [(v,) for v in parts]
         sender_chunks = None if senders is None else (senders,)
