@@ -148,6 +148,29 @@ def test_gradcheck_and_gradgradcheck(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_in_chunks_equals_one_pass(backend):
+    """Eager CPU calls split the batch into chunks (``CHUNK_VALUES``), broadcast leading dimensions
+    included: values and gradients of operands and weights equal one pass (float64, the same
+    sums in another order: 1e-13 relative)."""
+    torch.manual_seed(3)
+    tp = GauntTensorProduct(2, 1, 3, 3, "both", backend)
+    with torch.no_grad():
+        for w in tp.parameters():
+            w.uniform_(0.5, 1.5)
+    x1 = torch.randn(4, 5, 9, 3, requires_grad=True)
+    x2 = torch.randn(1, 5, 4, 3, requires_grad=True)  # broadcast over the first dimension
+    inputs = (x1, x2, *tp.parameters())
+    one = tp(x1, x2)
+    one_grads = torch.autograd.grad(one.square().sum(), inputs)
+    tp.CHUNK_VALUES = 3 * tp.sampler.num_points * 3  # chunks of 3 of the 20 products
+    chunked = tp(x1, x2)
+    chunked_grads = torch.autograd.grad(chunked.square().sum(), inputs)
+    assert chunked.shape == one.shape == (4, 5, 2, 16, 3)
+    for a, b in zip((chunked, *chunked_grads), (one, *one_grads)):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13 * float(b.detach().abs().max()))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_float32_accuracy(backend):
     """float32 carries ~7 digits: the product of unit-size inputs agrees with float64 to 2e-5."""
     tp = GauntTensorProduct(4, 4, 8, 2, "both", backend)
