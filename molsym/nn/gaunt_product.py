@@ -18,8 +18,9 @@ faster at every L measured on CPU (benchmarks/bench_gaunt.py, benchmarks/results
 fft/grid time ratio 1.8-6.4 at L = 1..10 with 1 channel, 1.8-3.4 at L = 1..8 with 16;
 gaunt_cpu_paired.json, medians of back-to-back pairs: 1.8-2.3 at L = 6, 8, 10 with 1 and 16
 channels; forward and backward, batch 10,000). The weights start at 1 (the plain product).
-Eager calls on CPU take the batch in chunks of about ``CHUNK_VALUES`` grid values, so that a
-chunk's values stay in cache; on a GPU, in a trace and in a compiled graph the batch is one pass.
+Eager calls take the batch in chunks of about ``CHUNK_VALUES`` grid values on CPU, so that a
+chunk's values stay in cache (far larger ones on a GPU, ``molsym.nn.chunking``); a trace or a
+compiled graph takes one pass.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import math
 import torch
 from torch import nn
 
+from molsym.nn.chunking import chunk_values
 from molsym.o3.fourier2d import TorusGrid
 from molsym.o3.sphere_grid import GaussGrid
 
@@ -92,9 +94,8 @@ class GauntTensorProduct(nn.Module):
         x2 = per_degree(x2, self.weight2, self.index2)
         lead = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
         n = math.prod(lead)
-        size = max(1, self.CHUNK_VALUES // (self.sampler.num_points * c))
-        one_pass = x1.device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_compiling()
-        if one_pass or n <= size:
+        size = max(1, chunk_values(self.CHUNK_VALUES, x1.device) // (self.sampler.num_points * c))
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or n <= size:
             return self._product(x1, x2)
         # split, not sliced per chunk: the backward of a split is one concatenation
         pieces = zip(x1.expand(*lead, d1, c).reshape(n, d1, c).split(size),

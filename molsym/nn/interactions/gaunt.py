@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from molsym.nn.chunking import chunk_values
 from molsym.nn.forms import SPHERICAL, ChannelMap, FeatureForm, residual
 from molsym.nn.gaunt_product import BACKENDS, degree_index, make_sampler
 from molsym.nn.geometry import EdgeGeometry
@@ -180,9 +181,9 @@ class ProductBasis(nn.Module):
     per factor after the first and no sums; the factors' linear maps run as one batched product.
     Eager calls on CPU take the nodes in chunks of about ``CHUNK_VALUES`` grid values per factor,
     so that a chunk's values stay in cache (L = 4, 1,000 nodes, 16 and 64 channels, one thread:
-    0.5-0.75x the time of one pass, forward and backward); on a GPU, where every chunk would cost
-    its own kernel launches, and in a trace or a compiled graph (a trace would freeze the
-    example's number of chunks) all nodes take one pass.
+    0.5-0.75x the time of one pass, forward and backward); on a GPU the chunks are far larger
+    (``molsym.nn.chunking``), and a trace or a compiled graph takes one pass (a trace would freeze
+    the example's number of chunks).
     """
 
     CHUNK_VALUES = 1 << 19
@@ -201,9 +202,8 @@ class ProductBasis(nn.Module):
         # (K, D, C_in, C_out) weights of the K factors, √(4π) for the integral-normalised coefficients
         weight = torch.stack([f.weight[0] for f in self.factors]).index_select(1, self.degree_of_component)
         weight = weight * self.root_4pi
-        size = max(1, self.CHUNK_VALUES // (self.sampler.num_points * m.shape[-1]))
-        one_pass = m.device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_compiling()
-        if one_pass or m.shape[0] <= size:
+        size = max(1, chunk_values(self.CHUNK_VALUES, m.device) // (self.sampler.num_points * m.shape[-1]))
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or m.shape[0] <= size:
             out = self._products(m[:, 0], weight)
         else:  # split, not sliced per chunk: the backward of a split is one concatenation
             out = torch.cat([self._products(part, weight) for part in m[:, 0].split(size)])

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from molsym.nn.chunking import chunk_values
 from molsym.nn.forms import CARTESIAN, FeatureForm
 from molsym.nn.geometry import EdgeGeometry
 from molsym.nn.interactions.base import Family, Interaction, RadialNetwork, check_positive_int
@@ -185,16 +186,15 @@ def aggregate(parts, weights: torch.Tensor, receivers: torch.Tensor, n: int,
     (k, chunk, C) temporaries stay small; the sums go into fresh accumulators.
     """
     c = weights.shape[-1]
-    if torch.jit.is_tracing() or weights.device.type != "cpu":
+    if torch.jit.is_tracing():
         # a trace would freeze the example's number of chunks and drop the edges of any later
-        # chunk (molsym.export): one pass over all edges keeps the traced graph shape-generic;
-        # on a GPU every chunk would cost its own kernel launches
+        # chunk (molsym.export): one pass over all edges keeps the traced graph shape-generic
         weight_chunks = [(w,) for w in weights.unbind(1)]
         value_chunks = None if senders is not None else [(v,) for v in parts]
         sender_chunks = None if senders is None else (senders,)
         receiver_chunks = (receivers,)
     else:
-        step = max(1, _CHUNK_VALUES // c)
+        step = max(1, chunk_values(_CHUNK_VALUES, weights.device) // c)  # far larger on a GPU
         # split (not sliced per chunk): the backward of a split is one concatenation
         weight_chunks = [w.split(step) for w in weights.unbind(1)]
         value_chunks = None if senders is not None else [v.split(step, dim=1) for v in parts]
