@@ -135,18 +135,22 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--paired", type=int, nargs="*", default=[],
                         help="only measure fft/grid by back-to-back pairs at these L (no table)")
+    parser.add_argument("--chunk-values", type=int, default=None,
+                        help="GauntTensorProduct.CHUNK_VALUES for this run (a huge value: one pass)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     global DEVICE
     DEVICE = args.device
+    if args.chunk_values is not None:
+        GauntTensorProduct.CHUNK_VALUES = args.chunk_values
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)
     if args.paired:
         return paired_main(args, dtype)
     results = {"batch": args.batch, "dtype": args.dtype, "threads": args.threads, "torch": torch.__version__,
-               "device": device_name(args.device),
+               "device": device_name(args.device), "chunk_values": GauntTensorProduct.CHUNK_VALUES,
                "loadavg_start": os.getloadavg(), "tables": {}}
     for channels in args.channels:
         rows, e3nn_open, exponents = [], True, {}
