@@ -15,7 +15,7 @@ u2 (L2+1, C) applied to the operands and w (Lout+1, C) to the result:
 Backends: ``"grid"`` (``molsym.o3.sphere_grid``, Gauss-Legendre x uniform, band L1+L2+Lout),
 ``"fft"`` (``molsym.o3.fourier2d``, 2D Fourier basis and FFT), ``"auto"``: "grid", the
 faster at every L measured on CPU (benchmarks/bench_gaunt.py, benchmarks/results/gaunt_cpu.json:
-fft/grid time ratio 1.8-6.4 at L = 1..10 with 1 channel, 1.8-3.4 at L = 1..8 with 16;
+fft/grid time ratio 1.3-3.6 at L = 1..10 with 1 channel, 1.7-4.2 at L = 1..8 with 16;
 gaunt_cpu_paired.json, medians of back-to-back pairs: 1.8-2.3 at L = 6, 8, 10 with 1 and 16
 channels; forward and backward, batch 10,000). The weights start at 1 (the plain product).
 Eager calls take the batch in chunks of about ``CHUNK_VALUES`` grid values on CPU, so that a
