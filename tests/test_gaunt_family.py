@@ -116,6 +116,21 @@ def _model(seed: int = 0, **settings):
     return molsym.Potential.from_config(config).to(torch.float64).eval()
 
 
+@pytest.mark.parametrize("backend", ["grid", "fft"])
+def test_convolution_in_chunks_of_edges_equals_one_pass(backend, monkeypatch):
+    """Eager calls sum the messages onto receivers chunk by chunk of edges (``CHUNK_VALUES``: here
+    7-14 of the molecule's hundreds of edges a chunk): energies and forces equal one pass (both
+    parity paths, the odd bracket included; float64 sums in another order)."""
+    model = _model(lmax=2, correlation=3, backend=backend)
+    graph = molsym.from_ase(bpa_frames(1)[0], model.cutoff, torch.float64)
+    whole = energy_forces_stress(model, graph, stress=False)
+    layer = model.interactions[0].convolution
+    monkeypatch.setattr(GauntConvolution, "CHUNK_VALUES", 7 * layer.sampler.num_points * 2 * 4)
+    chunks = energy_forces_stress(model, graph, stress=False)
+    torch.testing.assert_close(chunks["energies"], whole["energies"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(chunks["forces"], whole["forces"], rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("settings", [{"lmax": 2, "correlation": 3}, {"lmax": 3, "correlation": 2, "sh_lmax": 1}])
 def test_grid_and_fft_models_with_the_same_weights_agree(settings):
     grid, fft = _model(**settings, backend="grid"), _model(**settings, backend="fft")

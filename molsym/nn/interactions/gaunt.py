@@ -140,32 +140,48 @@ class GauntConvolution(nn.Module):
         self.sampler = make_sampler(backend, lmax_in + filter_lmax, lmax_out, {lmax_in})
         self.separate_bracket = backend == "fft"  # the torus projects s{f, F} with its own table
 
+    CHUNK_VALUES = 1 << 19
+
     def forward(self, h: torch.Tensor, unit: torch.Tensor, weights: torch.Tensor, odd_weights: torch.Tensor | None,
                 edge_index: torch.Tensor, inv_avg_neighbors: float) -> torch.Tensor:
         """h (N, S_in, D_in, C); unit (D, 3) r̂_ij and weights, odd_weights (D, L_sh + 1, C) per
-        directed edge (i, j) = edge_index (2, D) -> (N, S_out, D_out, C)."""
-        n, c = h.shape[0], h.shape[-1]
+        directed edge (i, j) = edge_index (2, D) -> (N, S_out, D_out, C).
+
+        Eager calls take the edges in chunks of about ``CHUNK_VALUES`` grid values per message
+        (``molsym.nn.chunking``), summed onto the receivers as they come; a trace or a compiled
+        graph takes one pass."""
+        n, s_in, c = h.shape[0], h.shape[1], h.shape[-1]
         sampler = self.sampler
-        i, j = edge_index[0], edge_index[1]
-        cosines = unit @ sampler.points.to(unit.dtype).T  # (D, P)
-        kernels = legendre_kernels(cosines, self.filter_lmax, self.bracket)
-        filter_values = torch.bmm(kernels[0], weights)  # (D, P, C)
         values = sampler.values(h, self.lmax_in)  # (N, S_in, P, C)
-        even = values.index_select(0, j) * filter_values.unsqueeze(1)  # (D, S_in, P, C)
-        if self.parities_out > self.parities_in:
+        curls = sampler.gradient(h, self.lmax_in) if self.bracket else None  # (N, S_in, P, C) each
+        frame = sampler.curl_frame() if self.bracket else None  # (P, 3) each
+        size = max(1, chunk_values(self.CHUNK_VALUES, h.device) // (sampler.num_points * s_in * c))
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or unit.shape[0] <= size:
+            chunks = [(unit, weights, odd_weights, edge_index)]
+        else:  # split, not sliced per chunk: the backward of a split is one concatenation
+            odd_chunks = odd_weights.split(size) if self.bracket else [None] * -(-unit.shape[0] // size)
+            chunks = zip(unit.split(size), weights.split(size), odd_chunks, edge_index.split(size, dim=1))
+        even = values.new_zeros(n, s_in, sampler.num_points, c)
+        odd = values.new_zeros(n, s_in, sampler.num_points, c) if self.bracket else None
+        for chunk_unit, chunk_weights, chunk_odd_weights, (i, j) in chunks:
+            cosines = chunk_unit @ sampler.points.to(unit.dtype).T  # (E, P)
+            kernels = legendre_kernels(cosines, self.filter_lmax, self.bracket)
+            even.index_add_(0, i, values.index_select(0, j) * torch.bmm(kernels[0], chunk_weights).unsqueeze(1))
+            if self.bracket:
+                a, b = curls
+                # r̂_ij . (a E1 - b E2) at every point: the sender's curl seen along the edge
+                along_first = chunk_unit @ frame[0].to(unit.dtype).T  # (E, P)
+                along_second = chunk_unit @ frame[1].to(unit.dtype).T
+                curl = (a.index_select(0, j) * along_first[:, None, :, None]
+                        - b.index_select(0, j) * along_second[:, None, :, None])  # (E, S_in, P, C)
+                odd.index_add_(0, i, curl * torch.bmm(kernels[1], chunk_odd_weights).unsqueeze(1))
+        if self.parities_out > s_in:
             even = torch.cat((even, torch.zeros_like(even)), dim=1)
-        even = scatter_sum(even, i, n) * inv_avg_neighbors  # (N, S_out, P, C)
+        even = even * inv_avg_neighbors  # (N, S_out, P, C)
         if not self.bracket:
             return sampler.project(even, self.lmax_out)
-        a, b = sampler.gradient(h, self.lmax_in)  # (N, S_in, P, C) each
-        first, second = sampler.curl_frame()  # (P, 3)
-        # r̂_ij . (a E1 - b E2) at every point: the sender's curl seen along the edge
-        along_first, along_second = unit @ first.to(unit.dtype).T, unit @ second.to(unit.dtype).T  # (D, P)
-        curl = (a.index_select(0, j) * along_first[:, None, :, None]
-                - b.index_select(0, j) * along_second[:, None, :, None])  # (D, S_in, P, C)
-        odd = curl * torch.bmm(kernels[1], odd_weights).unsqueeze(1)
-        odd = odd.flip(1) if self.parities_in == 2 else torch.cat((torch.zeros_like(odd), odd), dim=1)
-        odd = scatter_sum(odd, i, n) * inv_avg_neighbors
+        odd = odd.flip(1) if s_in == 2 else torch.cat((torch.zeros_like(odd), odd), dim=1)
+        odd = odd * inv_avg_neighbors
         if self.separate_bracket:
             return sampler.project(even, self.lmax_out) + sampler.project_bracket(odd, self.lmax_out)
         return sampler.project(even + odd, self.lmax_out)
