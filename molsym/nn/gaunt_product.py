@@ -29,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-from molsym.nn.chunking import chunk_values
+from molsym.nn.chunking import chunk_length
 from molsym.o3.fourier2d import TorusGrid
 from molsym.o3.sphere_grid import GaussGrid
 
@@ -94,8 +94,8 @@ class GauntTensorProduct(nn.Module):
         x2 = per_degree(x2, self.weight2, self.index2)
         lead = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
         n = math.prod(lead)
-        size = max(1, chunk_values(self.CHUNK_VALUES, x1.device) // (self.sampler.num_points * c))
-        if torch.jit.is_tracing() or torch.compiler.is_compiling() or n <= size:
+        size = chunk_length(n, self.sampler.num_points * c, self.CHUNK_VALUES, x1.device)
+        if size is None:
             return self._product(x1, x2)
         # split, not sliced per chunk: the backward of a split is one concatenation
         pieces = zip(x1.expand(*lead, d1, c).reshape(n, d1, c).split(size),

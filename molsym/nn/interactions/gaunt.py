@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from molsym.nn.chunking import chunk_values
+from molsym.nn.chunking import chunk_length
 from molsym.nn.forms import SPHERICAL, ChannelMap, FeatureForm, residual
 from molsym.nn.gaunt_product import BACKENDS, degree_index, make_sampler
 from molsym.nn.geometry import EdgeGeometry
@@ -56,7 +56,6 @@ from molsym.nn.interactions.base import (
 )
 from molsym.nn.interactions.e3nn_conv import E3nnEmbedding, E3nnInvariants, e3nn_embedding_form, e3nn_input_form
 from molsym.nn.interactions.escn import SpatialGate
-from molsym.nn.scatter import scatter_sum
 
 MAX_CORRELATION = 3
 
@@ -154,9 +153,10 @@ class GauntConvolution(nn.Module):
         sampler = self.sampler
         values = sampler.values(h, self.lmax_in)  # (N, S_in, P, C)
         curls = sampler.gradient(h, self.lmax_in) if self.bracket else None  # (N, S_in, P, C) each
-        frame = sampler.curl_frame() if self.bracket else None  # (P, 3) each
-        size = max(1, chunk_values(self.CHUNK_VALUES, h.device) // (sampler.num_points * s_in * c))
-        if torch.jit.is_tracing() or torch.compiler.is_compiling() or unit.shape[0] <= size:
+        points = sampler.points.to(unit.dtype).T  # (3, P)
+        frame = [e.to(unit.dtype).T for e in sampler.curl_frame()] if self.bracket else None  # (3, P) each
+        size = chunk_length(unit.shape[0], sampler.num_points * s_in * c, self.CHUNK_VALUES, h.device)
+        if size is None:
             chunks = [(unit, weights, odd_weights, edge_index)]
         else:  # split, not sliced per chunk: the backward of a split is one concatenation
             odd_chunks = odd_weights.split(size) if self.bracket else [None] * -(-unit.shape[0] // size)
@@ -164,14 +164,13 @@ class GauntConvolution(nn.Module):
         even = values.new_zeros(n, s_in, sampler.num_points, c)
         odd = values.new_zeros(n, s_in, sampler.num_points, c) if self.bracket else None
         for chunk_unit, chunk_weights, chunk_odd_weights, (i, j) in chunks:
-            cosines = chunk_unit @ sampler.points.to(unit.dtype).T  # (E, P)
+            cosines = chunk_unit @ points  # (E, P)
             kernels = legendre_kernels(cosines, self.filter_lmax, self.bracket)
             even.index_add_(0, i, values.index_select(0, j) * torch.bmm(kernels[0], chunk_weights).unsqueeze(1))
             if self.bracket:
                 a, b = curls
                 # r̂_ij . (a E1 - b E2) at every point: the sender's curl seen along the edge
-                along_first = chunk_unit @ frame[0].to(unit.dtype).T  # (E, P)
-                along_second = chunk_unit @ frame[1].to(unit.dtype).T
+                along_first, along_second = chunk_unit @ frame[0], chunk_unit @ frame[1]  # (E, P)
                 curl = (a.index_select(0, j) * along_first[:, None, :, None]
                         - b.index_select(0, j) * along_second[:, None, :, None])  # (E, S_in, P, C)
                 odd.index_add_(0, i, curl * torch.bmm(kernels[1], chunk_odd_weights).unsqueeze(1))
@@ -218,8 +217,8 @@ class ProductBasis(nn.Module):
         # (K, D, C_in, C_out) weights of the K factors, √(4π) for the integral-normalised coefficients
         weight = torch.stack([f.weight[0] for f in self.factors]).index_select(1, self.degree_of_component)
         weight = weight * self.root_4pi
-        size = max(1, chunk_values(self.CHUNK_VALUES, m.device) // (self.sampler.num_points * m.shape[-1]))
-        if torch.jit.is_tracing() or torch.compiler.is_compiling() or m.shape[0] <= size:
+        size = chunk_length(m.shape[0], self.sampler.num_points * m.shape[-1], self.CHUNK_VALUES, m.device)
+        if size is None:
             out = self._products(m[:, 0], weight)
         else:  # split, not sliced per chunk: the backward of a split is one concatenation
             out = torch.cat([self._products(part, weight) for part in m[:, 0].split(size)])
