@@ -2,11 +2,22 @@
 
 Sella (https://github.com/zadorlab/sella) follows the lowest Hessian eigenmode uphill (order=1)
 to a first-order saddle. Without a Hessian it builds its curvature information from Davidson
-iterations of finite-difference force calls; given ``hessian_function`` it uses the exact
-Hessian instead (the model's autograd Hessian, or its Hessian head) at the start and every
-``--refresh`` steps (Sella's ``diag_every_n``), with quasi-Newton updates in between. This script compares both from the same start and checks what was found:
-a first-order saddle of the model's surface has max |F| < fmax and exactly one negative
-eigenvalue of the exact, projected (``molsym.analysis.vibrations``) Hessian.
+iterations of finite-difference force calls; given ``hessian_function`` it uses a Hessian
+instead (the model's exact autograd Hessian, or the one its Hessian head predicts) at the start
+and every ``--refresh`` steps (Sella's ``diag_every_n``), with quasi-Newton updates in between.
+This script compares them from the same start and checks what was found: a first-order saddle
+of the model's surface has max |F| < fmax and exactly one negative eigenvalue of the exact,
+projected (``molsym.analysis.vibrations``) Hessian.
+
+The predicted Hessian on a trained surface (ethanol, rMD17 configurations): train a potential,
+teach it a head of its own Hessians (self-distillation, ``molsym.heads.distill``), search:
+
+    .venv/bin/molsym train ethanol.yaml --output runs/ethanol    # data: train, test, e0: nothing else
+    OMP_NUM_THREADS=1 .venv/bin/python examples/ts_search/ts_search.py --checkpoint runs/ethanol/best.pt \
+        --distil ../shared/data/ethanol/train.xyz --starts ../shared/data/ethanol/test_MD.xyz \
+        --molecules 0 100 200 300 400 500 600 700 800 900 --hessians none head head_initial autograd
+
+Other systems:
 
     OMP_NUM_THREADS=1 .venv/bin/python examples/ts_search/ts_search.py --seeds 0 1 2 3 4
     OMP_NUM_THREADS=1 .venv/bin/python examples/ts_search/ts_search.py --checkpoint runs/horm/plain/model.pt \\
@@ -28,7 +39,7 @@ import tempfile
 
 import numpy as np
 
-HESSIANS = ("none", "autograd", "head")
+HESSIANS = ("none", "autograd", "head", "autograd_initial", "head_initial")
 
 
 def random_model(seed: int, head: bool = True):
@@ -45,6 +56,29 @@ def random_model(seed: int, head: bool = True):
     model = molsym.Potential.from_config(config).double()
     model.set_energy_reference(scale=1.0, shift=-0.1)
     return model.eval()
+
+
+def train_teacher(train_file, e0_file, output, epochs: int = 40, seed: int = 0):
+    """A potential trained on ``train_file`` (energies and forces) by molsym's loop with the default
+    recipe, a fixed number of epochs (float32, seed ``seed``); returns it loaded from ``output``."""
+    from pathlib import Path
+
+    import molsym
+    from molsym.train.config import validate_config
+    from molsym.train.loop import train
+
+    raw = {"output": str(output), "seed": seed, "dtype": "float32", "device": "cpu", "epochs": epochs,
+           "progress": False, "data": {"train": str(train_file), "e0": str(e0_file)}}
+    train(validate_config(raw, base_dir="."))
+    return molsym.load(Path(output) / "best.pt")
+
+
+def with_distilled_head(model, frames, *, epochs: int = 30, channels: int = 32, batch: int = 4):
+    """``model`` with a Hessian head taught its own exact Hessians of ``frames``
+    (``molsym.heads.distill``; the energy surface is unchanged)."""
+    from molsym.heads.distill import distil_hessian_head
+
+    return distil_hessian_head(model, frames, head={"channels": channels}, epochs=epochs, batch=batch)
 
 
 def start_geometry(seed: int, name: str = "CH3CH2OH", rattle: float = 0.1):
@@ -82,8 +116,11 @@ def search(model, atoms, hessian: str = "autograd", *, fmax: float = 0.01, steps
     """Sella (order 1, Cartesian coordinates) from ``atoms`` on ``model``'s surface.
 
     ``hessian``: "none" (Sella's own Davidson iterations on force calls), "autograd" (the exact
-    Hessian) or "head" (the model's Hessian head), recomputed every ``refresh`` steps (None: at the
-    start only; Sella's quasi-Newton updates in between). Returns converged, force_calls,
+    Hessian) or "head" (the model's Hessian head) in place of those iterations, recomputed every
+    ``refresh`` steps (None: at the start only; Sella's quasi-Newton updates in between); or
+    "autograd_initial" / "head_initial": that Hessian once, as Sella's initial Hessian (``H0``),
+    which its Davidson iterations then refine with force calls (the Hessian is their
+    preconditioner and the curvature model of every direction they do not sample). Returns converged, force_calls,
     hessian_calls, steps, max_force (eV/Å), negative (negative eigenvalues of the exact Hessian
     at the end), first_order (converged with exactly one), energy (eV), imaginary frequency; a
     search that moves atoms onto each other returns converged False and the error as ``failed``.
@@ -103,10 +140,15 @@ def search(model, atoms, hessian: str = "autograd", *, fmax: float = 0.01, steps
 
     def hessian_function(a):
         hessian_calls[0] += 1
-        return calc.get_hessian(a, method=hessian).copy()
+        return calc.get_hessian(a, method=hessian.removesuffix("_initial")).copy()
 
     with tempfile.TemporaryDirectory() as tmp:
-        kwargs = {} if hessian == "none" else {"hessian_function": hessian_function, "diag_every_n": refresh}
+        if hessian == "none":
+            kwargs = {}
+        elif hessian.endswith("_initial"):
+            kwargs = {"H0": hessian_function(atoms)}
+        else:
+            kwargs = {"hessian_function": hessian_function, "diag_every_n": refresh}
         optimizer = Sella(atoms, order=1, internal=False, logfile=None, trajectory=None, **kwargs)
         cwd = os.getcwd()
         os.chdir(tmp)  # Sella may write files next to the working directory
@@ -141,6 +183,11 @@ def main() -> None:
     parser.add_argument("--fmax", type=float, default=0.01)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--refresh", type=int, default=3, help="recompute the model's Hessian every this many steps")
+    parser.add_argument("--distil", default=None,
+                        help="a structure file: first teach the checkpoint's model a Hessian head of its own "
+                             "exact Hessians of its first --distil-frames frames (self-distillation)")
+    parser.add_argument("--distil-frames", type=int, default=300)
+    parser.add_argument("--head-epochs", type=int, default=60)
     parser.add_argument("--output", default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -150,6 +197,11 @@ def main() -> None:
         from molsym.data.readers.horm import read_horm_npz
 
         model = molsym.load(args.checkpoint).double()
+        if args.distil:
+            import ase.io
+
+            model = with_distilled_head(model, ase.io.read(args.distil, index=f":{args.distil_frames}"),
+                                        epochs=args.head_epochs)
         if args.horm:
             starts = [(f"horm {s.meta['index']}", s.atoms) for s in read_horm_npz(args.horm, args.molecules)]
         elif args.starts:
