@@ -15,10 +15,10 @@ Run from the repository root (one thread, about 15 minutes in all):
    stopped at --head-minutes).
 
 Any other trained model: ``--teacher CHECKPOINT --train-file ... --test-file ...``, e.g. the
-ethanol student of the transition-state example (examples/ts_search/README.md):
+ethanol student of the transition-state table in the README:
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/distill_hessian.py --teacher runs/ethanol/best.pt \
-        --train-file ../shared/data/ethanol/train.xyz --test-file ../shared/data/ethanol/test_MD.xyz \
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/distill_hessian.py --teacher runs/ethanol/best.pt \\
+        --train-file ../shared/data/ethanol/train.xyz --test-file ../shared/data/ethanol/test_MD.xyz \\
         --train 300 --test 50 --channels 32 --batch 4 --epochs 60 --output runs/distill_ethanol
 
 Reported on the held-out frames: MAE of the head against the teacher's Hessian (eV/Å²), the
