@@ -66,3 +66,29 @@ def test_bad_arguments_are_refused(teacher, structures, kwargs, message):
     arguments = {"structures": structures, **kwargs}
     with pytest.raises(ValueError, match=message):
         distil_hessian_head(teacher, arguments.pop("structures"), **arguments)
+
+
+def test_command_line_writes_a_student_checkpoint(teacher, structures, tmp_path, capsys):
+    import ase.io
+
+    from molsym.train.cli import main
+
+    checkpoint, frames, student_path = tmp_path / "teacher.pt", tmp_path / "frames.xyz", tmp_path / "student.pt"
+    molsym.save(teacher, checkpoint)
+    ase.io.write(frames, structures)
+    assert main(["distil-hessian", str(checkpoint), "--structures", str(frames), "--output", str(student_path),
+                 "--channels", "4", "--epochs", "3", "--batch", "2", "--test", str(frames)]) == 0
+    printed = capsys.readouterr().out
+    assert "hessian_mae_ev_a2" in printed and "wrote" in printed
+    student = molsym.load(student_path)
+    assert "hessian" in student.head_names and student.config["heads"]["hessian"]["channels"] == 4
+    ours, theirs = student.double().predict(structures[0]), teacher.predict(structures[0])
+    assert abs(ours["energy"] - theirs["energy"]) < 1e-12
+    # bad input: a missing file and a bad frame count are refused with exit status 2 and a message
+    assert main(["distil-hessian", str(checkpoint), "--structures", str(tmp_path / "none.xyz"),
+                 "--output", str(tmp_path / "x.pt")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["distil-hessian", str(checkpoint), "--structures", str(frames), "--frames", "0",
+                 "--output", str(tmp_path / "x.pt")]) == 2
+    assert "positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()

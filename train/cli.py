@@ -1,5 +1,7 @@
-"""Command line: ``molsym train CONFIG.yaml``, ``molsym eval --model CKPT --data FILE`` and
-``molsym export CKPT OUT`` (TorchScript for LAMMPS, ``molsym.export``).
+"""Command line: ``molsym train CONFIG.yaml``, ``molsym eval --model CKPT --data FILE``,
+``molsym export CKPT OUT`` (TorchScript for LAMMPS, ``molsym.export``) and
+``molsym distil-hessian CKPT --structures FILE --output OUT`` (a Hessian head of the model's own
+Hessians, ``molsym.heads.distill``).
 
 The CLI only parses arguments, reads the config and calls the loop, the evaluator or the exporter.
 """
@@ -13,6 +15,7 @@ import yaml
 
 from molsym.checkpoint import CheckpointError
 from molsym.train.config import ConfigError, describe, read_yaml, validate_config
+from molsym.train.distil_cli import distil_parser, run_distil
 
 
 def _override(config: dict, assignment: str) -> None:
@@ -95,12 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     _train_parser(commands.add_parser("train", help="train a model from a YAML config"))
     _eval_parser(commands.add_parser("eval", help="metrics and parity plots of a checkpoint on labelled data"))
     _export_parser(commands.add_parser("export", help="write a checkpoint as TorchScript for LAMMPS (pair_style molsym)"))
+    distil_parser(commands.add_parser("distil-hessian",
+                                      help="teach a checkpoint's model a Hessian head of its own exact Hessians"))
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
             return _run_train(args, parser)
         if args.command == "export":
             return _run_export(args)
+        if args.command == "distil-hessian":
+            return run_distil(args)
         from molsym.train.evaluation_cli import run_eval
 
         return run_eval(args)
