@@ -57,3 +57,18 @@ def test_bad_chunk_size(chunk):
     model = make_model("tensornet")
     with pytest.raises(ValueError, match="chunk_size must be an integer >= 1"):
         hessian(model, molsym.from_ase(molecule("H2O"), model.cutoff, torch.float64), chunk_size=chunk)
+
+
+def test_heap_allocations_block_is_reentrant_and_restores():
+    """The Hessian's allocator block (glibc: heap only, no trimming) can be entered repeatedly and
+    nested, and large allocations work inside and after it."""
+    from molsym.models.allocator import heap_allocations
+
+    for _ in range(2):
+        with heap_allocations() as changed:
+            assert isinstance(changed, bool)
+            with heap_allocations():
+                big = torch.ones(1 << 24, dtype=torch.float64)  # 128 MiB
+                assert float(big.sum()) == float(1 << 24)
+            del big
+    assert float(torch.ones(1 << 24).sum()) == float(1 << 24)

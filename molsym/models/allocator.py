@@ -11,6 +11,7 @@ effect on allocators other than glibc's (e.g. jemalloc, macOS, Windows).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 
@@ -24,15 +25,59 @@ def keep_freed_memory(trim_threshold: int = 1 << 30) -> bool:
 
     Returns True when the thresholds were set, False when the C library is not glibc.
     """
+    libc = _glibc()
+    if libc is None:
+        return False
+    global _trim_threshold
+    mallopt = libc.mallopt
+    ok = mallopt(_M_MMAP_THRESHOLD, _MAX_MMAP_THRESHOLD) == 1
+    ok = mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1 and ok
+    if ok:
+        _trim_threshold = int(trim_threshold)
+    return bool(ok)
+
+
+_M_MMAP_MAX = -4
+_GLIBC_MMAP_MAX = 65536  # glibc's default M_MMAP_MAX
+_trim_threshold = 128 * 1024  # glibc's default, or what keep_freed_memory set last
+
+
+def _glibc():
     name = ctypes.util.find_library("c")
     if name is None:
-        return False
+        return None
     try:
         libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+        libc.mallopt.restype = ctypes.c_int
+        libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+        libc.malloc_trim.restype = ctypes.c_int
     except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    ok = mallopt(_M_MMAP_THRESHOLD, _MAX_MMAP_THRESHOLD) == 1
-    return bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1 and ok)
+        return None
+    return libc
+
+
+@contextlib.contextmanager
+def heap_allocations():
+    """Within the block, glibc serves every allocation from the heap (``M_MMAP_MAX = 0``) and
+    keeps freed heap mapped (no trimming).
+
+    Repeated passes whose temporaries exceed glibc's largest mmap threshold (32 MiB), such as
+    the batched backward passes of an exact Hessian, otherwise map every temporary afresh and
+    fault its pages in again on each pass (a 108-atom TensorNet Hessian: 110 s, 45 of them
+    system time, against 63 s inside this block, 2.04 vs 2.34 GiB peak). On leaving, mmap is
+    allowed again (glibc's default maximum), the trim threshold goes back to glibc's default or
+    to what :func:`keep_freed_memory` set, and ``malloc_trim(0)`` returns the freed heap to the
+    system. No effect where the C library is not glibc. Process-wide while it lasts.
+    """
+    libc = _glibc()
+    changed = libc is not None and libc.mallopt(_M_MMAP_MAX, 0) == 1
+    if changed:
+        libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    try:
+        yield changed
+    finally:
+        if changed:
+            libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX)
+            libc.mallopt(_M_TRIM_THRESHOLD, _trim_threshold)
+            libc.malloc_trim(0)

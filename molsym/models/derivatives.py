@@ -7,9 +7,12 @@ H = d^2E/dpos^2 (eV/Å², (3N, 3N), block-diagonal over the structures of a batc
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from molsym.data import keys as K
+from molsym.models.allocator import heap_allocations
 
 
 def cell_volumes(cell: torch.Tensor) -> torch.Tensor:
@@ -93,10 +96,12 @@ def hessian(model, graph: dict, *, chunk_size: int = 8) -> torch.Tensor:
     if not gradient.requires_grad:  # energy independent of positions (no edges)
         return result.detach()
     eye = torch.eye(n3, dtype=gradient.dtype, device=gradient.device)
-    for start in range(0, n3, chunk_size):
-        stop = min(start + chunk_size, n3)
-        (block,) = torch.autograd.grad(gradient, positions, grad_outputs=eye[start:stop], retain_graph=True,
-                                       is_grads_batched=True, allow_unused=True)
-        if block is not None:
-            result[start:stop] = block.reshape(stop - start, n3)
+    # on CPU the passes' large temporaries come from the heap and are reused, not mapped anew
+    with heap_allocations() if gradient.device.type == "cpu" else contextlib.nullcontext():
+        for start in range(0, n3, chunk_size):
+            stop = min(start + chunk_size, n3)
+            (block,) = torch.autograd.grad(gradient, positions, grad_outputs=eye[start:stop], retain_graph=True,
+                                           is_grads_batched=True, allow_unused=True)
+            if block is not None:
+                result[start:stop] = block.reshape(stop - start, n3)
     return result.detach()
