@@ -50,6 +50,8 @@ from molsym.nn.chunking import chunk_length
 from molsym.nn.forms import SPHERICAL, ChannelMap, FeatureForm, residual
 from molsym.nn.gaunt_product import BACKENDS, degree_index, make_sampler
 from molsym.nn.geometry import EdgeGeometry
+from molsym.o3.grid_products import grid_products, native_products, product_kernel
+from molsym.o3.sphere_grid import GaussGrid
 from molsym.nn.interactions.base import (
     Family, Interaction, RadialNetwork, check_non_negative_int, check_one_of, check_positive_float,
     check_positive_int,
@@ -194,11 +196,13 @@ class ProductBasis(nn.Module):
     Evaluated in Horner form, a_1 (1 + a_2 (1 + a_3)): the constant 1 enters the last factor's
     coefficients (√(4π) on Y_00 in the integral normalisation), so the grid holds one product
     per factor after the first and no sums; the factors' linear maps run as one batched product.
-    Eager calls on CPU take the nodes in chunks of about ``CHUNK_VALUES`` grid values per factor,
-    so that a chunk's values stay in cache (L = 4, 1,000 nodes, 16 and 64 channels, one thread:
-    0.5-0.75x the time of one pass, forward and backward); on a GPU the chunks are far larger
-    (``molsym.nn.chunking``), and a trace or a compiled graph takes one pass (a trace would freeze
-    the example's number of chunks).
+    Eager calls on CPU with the grid backend run the products in the fused kernel of
+    ``molsym.o3.grid_products`` (first derivatives included; ``native = False`` or
+    ``MOLSYM_NATIVE=0`` turns it off). Otherwise eager calls on CPU take the nodes in chunks of
+    about ``CHUNK_VALUES`` grid values per factor, so that a chunk's values stay in cache (L = 4,
+    1,000 nodes, 16 and 64 channels, one thread: 0.5-0.75x the time of one pass, forward and
+    backward); on a GPU the chunks are far larger (``molsym.nn.chunking``), and a trace or a
+    compiled graph takes one pass (a trace would freeze the example's number of chunks).
     """
 
     CHUNK_VALUES = 1 << 19
@@ -212,24 +216,32 @@ class ProductBasis(nn.Module):
         self.sampler = make_sampler(backend, correlation * form.lmax, form.lmax, {form.lmax})
         self.root_4pi = math.sqrt(4 * math.pi)
         self.register_buffer("degree_of_component", degree_index(form.lmax), persistent=False)
+        self.native = True
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
         # (K, D, C_in, C_out) weights of the K factors, √(4π) for the integral-normalised coefficients
         weight = torch.stack([f.weight[0] for f in self.factors]).index_select(1, self.degree_of_component)
         weight = weight * self.root_4pi
-        size = chunk_length(m.shape[0], self.sampler.num_points * m.shape[-1], self.CHUNK_VALUES, m.device)
-        if size is None:
-            out = self._products(m[:, 0], weight)
-        else:  # split, not sliced per chunk: the backward of a split is one concatenation
-            out = torch.cat([self._products(part, weight) for part in m[:, 0].split(size)])
+        classes = m.unbind(1)  # the backward of unbind is one stack; slicing would fill zeros and copy twice
+        x = classes[0]
+        if self.native and isinstance(self.sampler, GaussGrid) and native_products(x):
+            coefficients = torch.matmul(x.transpose(0, 1), weight)  # (K, D, N, C)
+            kernel = product_kernel(self.sampler.band, self.lmax, 1.0 / self.root_4pi)
+            out = grid_products(coefficients, kernel, 1.0 if len(self.factors) > 1 else 0.0, self._products)
+        else:
+            size = chunk_length(m.shape[0], self.sampler.num_points * m.shape[-1], self.CHUNK_VALUES, m.device)
+            if size is None:
+                out = self._products(torch.matmul(x.transpose(0, 1), weight))
+            else:  # split, not sliced per chunk: the backward of a split is one concatenation
+                out = torch.cat([self._products(torch.matmul(part.transpose(0, 1), weight)) for part in x.split(size)])
         out = out.unsqueeze(1)
         if self.pseudo is None:
             return out
-        return torch.cat((out, self.pseudo(m[:, 1:])), dim=1)
+        return torch.cat((out, self.pseudo(classes[1].unsqueeze(1))), dim=1)
 
-    def _products(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Class-0 coefficients x (N, D, C) -> Proj_lmax Σ_ν a_1 ... a_ν (N, D, C)."""
-        coefficients = list(torch.matmul(x.transpose(0, 1), weight).unbind(0))  # K x (D, N, C)
+    def _products(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """The K factors' coefficients (K, D, N, C) -> Proj_lmax Σ_ν a_1 ... a_ν (N, D, C)."""
+        coefficients = list(coefficients.unbind(0))  # K x (D, N, C)
         if len(coefficients) > 1:
             constant = torch.zeros_like(coefficients[-1][:, :1, :1])
             constant[0] = self.root_4pi  # the function 1 (integral normalisation)

@@ -1,0 +1,132 @@
+"""Build and load the package's C++ kernels for the CPU, once per machine.
+
+A kernel is one C++ source file of the package with an ``extern "C"`` entry point and no
+dependency but the C++ standard library (and OpenMP where the compiler has it). On first use
+it is compiled with the machine's C++ compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``)
+for this CPU (``-O3 -march=native``; without the flags the compiler refuses) into a shared
+library cached under ``$MOLSYM_CACHE_DIR`` (default ``$XDG_CACHE_HOME/molsym`` or
+``~/.cache/molsym``). The file name carries a hash of the source, the compiler, the flags and
+the CPU, so a changed source, compiler or machine builds anew; the library is written to a
+temporary name and renamed, so concurrent processes never load half a file. A build takes a
+second or two.
+
+Where no compiler works, or with ``MOLSYM_NATIVE=0``, :func:`load` returns ``None`` and the
+callers keep their PyTorch path: the same results, slower. :func:`status` says which and why.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+_FLAG_SETS = (
+    ("-O3", "-march=native", "-fopenmp"),
+    ("-O3", "-fopenmp"),
+    ("-O3", "-march=native"),
+    ("-O3",),
+)
+_BUILD_TIMEOUT_S = 300
+_status: dict[str, str] = {}
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept."""
+    explicit = os.environ.get("MOLSYM_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "molsym"
+
+
+def enabled() -> bool:
+    """False when ``MOLSYM_NATIVE`` is set to 0, false, no or off."""
+    return os.environ.get("MOLSYM_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def status(source: str) -> str:
+    """How the kernel ``source`` (a file name in the package) was loaded, or why it was not."""
+    return _status.get(source, "not requested")
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_signature() -> str:
+    """The CPU model and instruction-set flags (what -march=native compiles for)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _compile(compiler: str, source: Path, flags, target: Path) -> str:
+    """Compile into ``target`` (atomically); '' on success, else the compiler's complaint."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError as error:
+        return f"cannot write to {target.parent}: {error}"
+    command = [compiler, *flags, "-std=c++17", "-shared", "-fPIC", str(source), "-o", partial]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)
+        if result.returncode != 0:
+            text = (result.stderr or result.stdout).strip()
+            return text.splitlines()[-1] if text else f"exit status {result.returncode}"
+        os.replace(partial, target)
+        return ""
+    except (OSError, subprocess.SubprocessError) as error:
+        return str(error)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+@functools.lru_cache(maxsize=None)
+def load(source: str) -> ctypes.CDLL | None:
+    """The shared library built from ``molsym/<source>`` (e.g. ``"o3/grid_products.cpp"``), or None."""
+    if not enabled():
+        _status[source] = "disabled (MOLSYM_NATIVE=0)"
+        return None
+    path = Path(__file__).resolve().parent / source
+    compiler = _compiler()
+    if compiler is None:
+        _status[source] = "no C++ compiler found ($CXX, c++, g++, clang++)"
+        return None
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        _status[source] = f"the compiler {compiler} does not run: {error}"
+        return None
+    code = path.read_bytes()
+    errors = []
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256(b"\0".join([code, compiler.encode(), version.encode(), " ".join(flags).encode(),
+                                         platform.machine().encode(), _cpu_signature().encode()])).hexdigest()[:20]
+        target = cache_dir() / f"{path.stem}-{key}.so"
+        if not target.exists():
+            error = _compile(compiler, path, flags, target)
+            if error:
+                errors.append(f"{' '.join(flags)}: {error}")
+                continue
+        try:
+            library = ctypes.CDLL(str(target))
+        except OSError as error:
+            errors.append(f"{' '.join(flags)}: {error}")
+            continue
+        _status[source] = f"built with {compiler} {' '.join(flags)} ({target})"
+        return library
+    _status[source] = "the build failed: " + "; ".join(errors)
+    return None
