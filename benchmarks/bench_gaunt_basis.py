@@ -156,7 +156,7 @@ def product_basis(channels: int, lmax: int, correlation: int, backend: str) -> P
     """The product basis of a Gaunt layer with these settings whose input has degrees 0..lmax."""
     settings = GauntSettings(channels=channels, lmax=lmax, correlation=correlation, backend=backend)
     form = gaunt_output_form(settings, FeatureForm.spherical(channels, lmax))
-    return ProductBasis(form, settings.correlation, settings.backend)
+    return ProductBasis(form, settings.correlation, settings.backend).eval()  # evaluation, as for forces
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ import torch
 
 from molsym import native
 from molsym.nn.forms import FeatureForm
+from molsym.nn.interactions import gaunt as gaunt_module
 from molsym.nn.interactions.gaunt import GauntSettings, ProductBasis, gaunt_output_form
 from molsym.o3 import grid_products
 from molsym.o3.grid_products import GridProductKernel, grid_products as fused_products
@@ -29,7 +30,7 @@ def product_basis(channels: int, lmax: int, correlation: int, dtype=torch.float6
     with torch.no_grad():
         for p in basis.parameters():
             p.normal_(0.0, 1.0 / math.sqrt(channels))
-    return basis.to(dtype)
+    return basis.to(dtype).eval()
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -146,6 +147,22 @@ def test_disabled_or_unbuildable_kernels_report_why(monkeypatch, tmp_path):
     assert not list(tmp_path.glob("*.tmp")), "a failed build left a partial file"
     monkeypatch.undo()
     assert native.load.__wrapped__(grid_products.SOURCE) is not None  # the real build again (cached)
+
+
+def test_training_mode_takes_the_pytorch_path(monkeypatch):
+    """Training differentiates the forces again: the module skips the kernel there (and uses it
+    in eval mode or without gradients)."""
+    calls = []
+    real = gaunt_module.grid_products
+    monkeypatch.setattr(gaunt_module, "grid_products", lambda *args: calls.append(1) or real(*args))
+    basis = product_basis(4, 2, 3).train()
+    m = torch.randn(3, 2, 9, 4, dtype=torch.float64, requires_grad=True)
+    basis(m)
+    assert not calls
+    with torch.no_grad():
+        basis(m)
+    basis.eval()(m)
+    assert len(calls) == 2
 
 
 def test_bad_coefficients_are_refused():

@@ -57,8 +57,69 @@ void contract(int n_out, int n_in, const T* in, int64_t is, const T* coef, int64
 // (c: m >= 0, cos-like; s: m < 0, sin-like) over the angles j = 0..J.
 template <typename T> struct Transform { const T *theta, *phi_c, *phi_s; };
 
-// Scratch of one block: per-order rows xo (M, L1, W), theta sums p (M, nt, W), half sums c, s (J+1, W).
-template <typename T> struct Scratch { T *xo, *p, *c, *s; };
+// Scratch of one block: per-order rows xo (M, L1, W), theta sums p (M, nt, W).
+template <typename T> struct Scratch { T *xo, *p; };
+
+// The phi step of a synthesis on one theta ring: p (orders at stride nt W, ring offset applied) ->
+// v (angles at stride nt W): for angles j = j0..j0+R-1, c = sum_{m>=0} phi_c[j][m] p[L+m],
+// s = sum_{m<0} phi_s[j][m+L] p[m+L]; v[j] = c + s and, for a paired angle, v[nf-j] = c - s.
+template <typename T, int W, int R>
+inline void angles_tile(const Shape& s, const Transform<T>& t, const T* __restrict p, T* __restrict v, int j0) {
+  typedef typename Vec<T, W>::type V;
+  const int64_t stride = (int64_t)s.nt * W;
+  V c[R], sn[R];
+  for (int r = 0; r < R; ++r) c[r] = sn[r] = V{};
+  for (int k = 0; k < s.L1; ++k) {
+    const V x = load<T, W>(p + (int64_t)(s.L + k) * stride);
+    for (int r = 0; r < R; ++r) c[r] += t.phi_c[(int64_t)(j0 + r) * s.L1 + k] * x;
+  }
+  for (int k = 0; k < s.L; ++k) {
+    const V x = load<T, W>(p + (int64_t)k * stride);
+    for (int r = 0; r < R; ++r) sn[r] += t.phi_s[(int64_t)(j0 + r) * s.L + k] * x;
+  }
+  for (int r = 0; r < R; ++r) {
+    const int j = j0 + r;
+    store<T, W>(v + (int64_t)j * stride, c[r] + sn[r]);
+    if (j > 0 && 2 * j != s.nf) store<T, W>(v + (int64_t)(s.nf - j) * stride, c[r] - sn[r]);
+  }
+}
+
+template <typename T, int W>
+void angles_from_orders(const Shape& s, const Transform<T>& t, const T* p, T* v) {
+  int j = 0;
+  for (; j + 4 <= s.J + 1; j += 4) angles_tile<T, W, 4>(s, t, p, v, j);
+  if (s.J + 1 - j >= 2) { angles_tile<T, W, 2>(s, t, p, v, j); j += 2; }
+  if (j < s.J + 1) angles_tile<T, W, 1>(s, t, p, v, j);
+}
+
+// The phi step of a projection on one theta ring: v (angles at stride nt W) -> p (orders at stride
+// nt W): q[L+m] = sum_j phi_c[m][j] (v[j] + v[nf-j]) for m >= 0, q[m+L] = sum_j phi_s[m+L][j]
+// (v[j] - v[nf-j]) for m < 0 (an unpaired angle enters alone), orders o0..o0+R-1 of one parity.
+template <typename T, int W, int R, bool EVEN>
+inline void orders_tile(const Shape& s, const T* __restrict table, const T* __restrict v, T* __restrict p, int o0) {
+  typedef typename Vec<T, W>::type V;
+  const int64_t stride = (int64_t)s.nt * W;
+  V acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = V{};
+  for (int j = 0; j <= s.J; ++j) {
+    V x = load<T, W>(v + (int64_t)j * stride);
+    if (j > 0 && 2 * j != s.nf) {
+      const V y = load<T, W>(v + (int64_t)(s.nf - j) * stride);
+      x = EVEN ? x + y : x - y;
+    }
+    for (int r = 0; r < R; ++r) acc[r] += table[(int64_t)(o0 + r) * (s.J + 1) + j] * x;
+  }
+  for (int r = 0; r < R; ++r) store<T, W>(p + (int64_t)((EVEN ? s.L : 0) + o0 + r) * stride, acc[r]);
+}
+
+template <typename T, int W, bool EVEN>
+void orders_of_parity(const Shape& s, const T* table, int count, const T* v, T* p) {
+  int o = 0;
+  for (; o + 8 <= count; o += 8) orders_tile<T, W, 8, EVEN>(s, table, v, p, o);
+  if (count - o >= 4) { orders_tile<T, W, 4, EVEN>(s, table, v, p, o); o += 4; }
+  if (count - o >= 2) { orders_tile<T, W, 2, EVEN>(s, table, v, p, o); o += 2; }
+  if (o < count) orders_tile<T, W, 1, EVEN>(s, table, v, p, o);
+}
 
 // Coefficients x (rows l^2 + l + m at stride ld) -> values v (P, W).
 // theta (M, nt, L1): Theta_l^|m|(theta_i); phi_c (J+1, L1): Phi_m(phi_j), m = 0..L; phi_s (J+1, L): m = -L..-1.
@@ -72,16 +133,7 @@ void to_grid(const T* __restrict x, int64_t ld, const Shape& s, const Transform<
     contract<T, W>(s.nt, s.L1 - am, xo, W, t.theta + (int64_t)mi * s.nt * s.L1 + am, s.L1, 1,
                    w.p + (int64_t)mi * s.nt * W, W);
   }
-  const int64_t pstride = (int64_t)s.nt * W;
-  for (int i = 0; i < s.nt; ++i) {
-    contract<T, W>(s.J + 1, s.L1, w.p + ((int64_t)s.L * s.nt + i) * W, pstride, t.phi_c, s.L1, 1, w.c, W);
-    contract<T, W>(s.J + 1, s.L, w.p + (int64_t)i * W, pstride, t.phi_s, s.L, 1, w.s, W);
-    for (int j = 0; j <= s.J; ++j) {
-      const auto c = load<T, W>(w.c + (int64_t)j * W), sn = load<T, W>(w.s + (int64_t)j * W);
-      store<T, W>(v + ((int64_t)j * s.nt + i) * W, c + sn);
-      if (j > 0 && 2 * j != s.nf) store<T, W>(v + ((int64_t)(s.nf - j) * s.nt + i) * W, c - sn);
-    }
-  }
+  for (int i = 0; i < s.nt; ++i) angles_from_orders<T, W>(s, t, w.p + (int64_t)i * W, v + (int64_t)i * W);
 }
 
 // Values v (P, W) -> coefficients x (rows l^2 + l + m at stride ld).
@@ -90,21 +142,9 @@ void to_grid(const T* __restrict x, int64_t ld, const Shape& s, const Transform<
 template <typename T, int W>
 void from_grid(const T* __restrict v, const Shape& s, const Transform<T>& t, const Scratch<T>& w, T* __restrict x,
                int64_t ld) {
-  const int64_t pstride = (int64_t)s.nt * W;
   for (int i = 0; i < s.nt; ++i) {
-    for (int j = 0; j <= s.J; ++j) {
-      const auto a = load<T, W>(v + ((int64_t)j * s.nt + i) * W);
-      if (j > 0 && 2 * j != s.nf) {
-        const auto b = load<T, W>(v + ((int64_t)(s.nf - j) * s.nt + i) * W);
-        store<T, W>(w.c + (int64_t)j * W, a + b);
-        store<T, W>(w.s + (int64_t)j * W, a - b);
-      } else {
-        store<T, W>(w.c + (int64_t)j * W, a);
-        store<T, W>(w.s + (int64_t)j * W, a);
-      }
-    }
-    contract<T, W>(s.L1, s.J + 1, w.c, W, t.phi_c, s.J + 1, 1, w.p + ((int64_t)s.L * s.nt + i) * W, pstride);
-    contract<T, W>(s.L, s.J + 1, w.s, W, t.phi_s, s.J + 1, 1, w.p + (int64_t)i * W, pstride);
+    orders_of_parity<T, W, true>(s, t.phi_c, s.L1, v + (int64_t)i * W, w.p + (int64_t)i * W);
+    orders_of_parity<T, W, false>(s, t.phi_s, s.L, v + (int64_t)i * W, w.p + (int64_t)i * W);
   }
   for (int mi = 0; mi < s.M; ++mi) {
     const int m = mi - s.L, am = m < 0 ? -m : m;
@@ -129,10 +169,8 @@ template <typename T, int W>
 void forward_block(const Problem<T>& q, int64_t n, int c0, T* buf) {
   const Shape& s = q.s;
   const int64_t PW = (int64_t)s.P * W;
-  Scratch<T> w{buf, buf + (int64_t)s.M * s.L1 * W, nullptr, nullptr};
-  w.c = w.p + (int64_t)s.M * s.nt * W;
-  w.s = w.c + (int64_t)(s.J + 1) * W;
-  T* u = w.s + (int64_t)(s.J + 1) * W;  // (K, P, W) values, then t (P, W)
+  const Scratch<T> w{buf, buf + (int64_t)s.M * s.L1 * W};
+  T* u = w.p + (int64_t)s.M * s.nt * W;  // (K, P, W) values, then t (P, W)
   T* t = u + q.K * PW;
   const T* a = q.A + n * q.a_node + c0;
   for (int k = 0; k < q.K; ++k) to_grid<T, W>(a + k * q.a_factor, q.a_comp, s, q.synthesis, w, u + k * PW);
@@ -154,10 +192,8 @@ template <typename T, int W>
 void backward_block(const Problem<T>& q, int64_t n, int c0, T* buf) {
   const Shape& s = q.s;
   const int64_t PW = (int64_t)s.P * W;
-  Scratch<T> w{buf, buf + (int64_t)s.M * s.L1 * W, nullptr, nullptr};
-  w.c = w.p + (int64_t)s.M * s.nt * W;
-  w.s = w.c + (int64_t)(s.J + 1) * W;
-  T* u = w.s + (int64_t)(s.J + 1) * W;  // (K, P, W) values; then t (K, P, W), gw, g (P, W)
+  const Scratch<T> w{buf, buf + (int64_t)s.M * s.L1 * W};
+  T* u = w.p + (int64_t)s.M * s.nt * W;  // (K, P, W) values; then t (K, P, W), gw, g (P, W)
   T* t = u + q.K * PW;
   T* gw = t + q.K * PW;
   T* g = gw + PW;
@@ -196,7 +232,7 @@ template <typename T, int W>
 void run(const Problem<T>& q, int64_t nodes, int channels, int backward, int threads) {
   const int blocks = channels / W, tail = channels % W, per_node = blocks + tail;
   const Shape& s = q.s;
-  const int64_t scratch = (int64_t)W * ((int64_t)s.M * (s.L1 + s.nt) + 2 * (s.J + 1) + (int64_t)(2 * q.K + 2) * s.P);
+  const int64_t scratch = (int64_t)W * ((int64_t)s.M * (s.L1 + s.nt) + (int64_t)(2 * q.K + 2) * s.P);
 #pragma omp parallel num_threads(threads)
   {
     std::vector<T> buf(scratch);

@@ -151,8 +151,8 @@ class _GridProducts(torch.autograd.Function):
                 out = ctx.reference(a)
             (grad,) = torch.autograd.grad(out, a, g, create_graph=torch.is_grad_enabled())
             return grad, None, None, None
-        grad = torch.empty_like(a)
-        ctx.kernel.run(True, a, g.contiguous(), grad, ctx.shift)
+        grad = torch.empty_like(a)  # a's strides (dense, non-overlapping)
+        ctx.kernel.run(True, a, g if g.stride(-1) == 1 else g.contiguous(), grad, ctx.shift)
         return grad, None, None, None
 
 
@@ -166,9 +166,9 @@ def grid_products(a: torch.Tensor, kernel: GridProductKernel, shift: float,
                   reference: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Coefficients a (K, D, N, C) of the K factors -> (N, D, C) (see the module docstring).
     ``reference`` computes the same from ``a`` with differentiable PyTorch operations (used for
-    second derivatives). ``a`` is made contiguous."""
+    second derivatives). Any strides with contiguous channels."""
     if a.dim() != 4 or a.shape[0] < 1:
         raise ValueError(f"grid products: expected (K, D, N, C) coefficients, got shape {tuple(a.shape)}")
     if not math.isfinite(shift):
         raise ValueError(f"grid products: shift must be finite, got {shift}")
-    return _GridProducts.apply(a.contiguous(), kernel, float(shift), reference)
+    return _GridProducts.apply(a if a.stride(-1) == 1 else a.contiguous(), kernel, float(shift), reference)

@@ -196,9 +196,9 @@ class ProductBasis(nn.Module):
     Evaluated in Horner form, a_1 (1 + a_2 (1 + a_3)): the constant 1 enters the last factor's
     coefficients (√(4π) on Y_00 in the integral normalisation), so the grid holds one product
     per factor after the first and no sums; the factors' linear maps run as one batched product.
-    Eager calls on CPU with the grid backend run the products in the fused kernel of
-    ``molsym.o3.grid_products`` (first derivatives included; ``native = False`` or
-    ``MOLSYM_NATIVE=0`` turns it off). Otherwise eager calls on CPU take the nodes in chunks of
+    Eager evaluation on CPU with the grid backend (eval mode, or no gradients recorded) runs the
+    products in the fused kernel of ``molsym.o3.grid_products`` (first derivatives included;
+    ``native = False`` or ``MOLSYM_NATIVE=0`` turns it off). Otherwise eager calls on CPU take the nodes in chunks of
     about ``CHUNK_VALUES`` grid values per factor, so that a chunk's values stay in cache (L = 4,
     1,000 nodes, 16 and 64 channels, one thread: 0.5-0.75x the time of one pass, forward and
     backward); on a GPU the chunks are far larger (``molsym.nn.chunking``), and a trace or a
@@ -224,8 +224,12 @@ class ProductBasis(nn.Module):
         weight = weight * self.root_4pi
         classes = m.unbind(1)  # the backward of unbind is one stack; slicing would fill zeros and copy twice
         x = classes[0]
-        if self.native and isinstance(self.sampler, GaussGrid) and native_products(x):
-            coefficients = torch.matmul(x.transpose(0, 1), weight)  # (K, D, N, C)
+        if self._use_kernel(x):
+            # the K maps as one product per component, (N, C) @ (C, K C): the factors land as (D, N, K, C),
+            # read by the kernel through strides, and the input gradient is again one product
+            k, d, c = weight.shape[0], weight.shape[1], weight.shape[-1]
+            stacked = weight.permute(1, 2, 0, 3).reshape(d, weight.shape[2], k * c)
+            coefficients = torch.bmm(x.transpose(0, 1), stacked).view(d, -1, k, c).permute(2, 0, 1, 3)
             kernel = product_kernel(self.sampler.band, self.lmax, 1.0 / self.root_4pi)
             out = grid_products(coefficients, kernel, 1.0 if len(self.factors) > 1 else 0.0, self._products)
         else:
@@ -238,6 +242,13 @@ class ProductBasis(nn.Module):
         if self.pseudo is None:
             return out
         return torch.cat((out, self.pseudo(classes[1].unsqueeze(1))), dim=1)
+
+    def _use_kernel(self, x: torch.Tensor) -> bool:
+        """The fused kernel serves evaluation (eval mode, or no gradients recorded); training
+        differentiates forces again, which the PyTorch path does at its own speed without also
+        running the kernel's forward."""
+        return (self.native and isinstance(self.sampler, GaussGrid) and native_products(x)
+                and not (self.training and torch.is_grad_enabled()))
 
     def _products(self, coefficients: torch.Tensor) -> torch.Tensor:
         """The K factors' coefficients (K, D, N, C) -> Proj_lmax Σ_ν a_1 ... a_ν (N, D, C)."""
