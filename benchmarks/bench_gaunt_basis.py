@@ -11,7 +11,9 @@ correlation 3 (``--correlation``: body order correlation + 1 = 4). Input and out
 are those of MACE's product basis, C x (0e + 1o + 2e + ... up to L), natural parity. Columns:
 
 - grid, fft: ``molsym.nn.interactions.gaunt.ProductBasis`` with the form a Gaunt layer gives it
-  (``gaunt_output_form``: both parity classes), on each backend. It computes
+  (``gaunt_output_form``: both parity classes), on each backend, in eval mode (evaluation, as
+  for forces: on CPU the grid column runs the fused kernel of ``molsym.o3.grid_products``,
+  which the module skips in training mode). It computes
   B = Proj_L (a_1 + a_1 a_2 + a_1 a_2 a_3), a_k = Linear_k(x) (one C x C matrix per degree,
   3 (L+1) C² weights), the products pointwise on a sphere grid: every coupling path with
   l1 + l2 + l3 even, channel-wise, the intermediate a_1 a_2 kept at its full degree 2L,
