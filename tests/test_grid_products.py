@@ -135,6 +135,20 @@ def test_torch_func_transforms_and_batched_gradients_take_the_pytorch_path():
     assert relative(batched, looped) < 1e-12
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+def test_traces_and_compiled_graphs_take_the_pytorch_path_whole():
+    """torch.jit.trace and torch.compile(fullgraph=True) (no graph break at the kernel's checks)
+    give the kernel's numbers."""
+    basis = product_basis(4, 2, 3)
+    m = torch.randn(5, 2, 9, 4, dtype=torch.float64)
+    with torch.no_grad():
+        expected = basis(m)
+        traced = torch.jit.trace(basis, (m,), check_trace=False)
+        assert relative(traced(m), expected) < 1e-12
+        compiled = torch.compile(basis, fullgraph=True)
+        assert relative(compiled(m), expected) < 1e-12
+
+
 def test_disabled_or_unbuildable_kernels_report_why(monkeypatch, tmp_path):
     monkeypatch.setenv("MOLSYM_NATIVE", "0")
     assert native.load.__wrapped__(grid_products.SOURCE) is None

@@ -61,8 +61,9 @@ def _plain(t: torch.Tensor) -> bool:
 def native_products(x: torch.Tensor) -> bool:
     """Whether a call on ``x`` takes the kernel: an eager call (no trace, compile or torch.func
     transform) on a CPU float32 / float64 tensor, with the kernel available."""
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _plain(x)
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling() and available())
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():  # first: nothing below is traced
+        return False
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _plain(x) and available()
 
 
 def _halves(table: torch.Tensor, lmax: int, orders_first: bool) -> tuple[torch.Tensor, torch.Tensor]:

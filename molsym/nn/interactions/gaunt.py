@@ -247,8 +247,8 @@ class ProductBasis(nn.Module):
         """The fused kernel serves evaluation (eval mode, or no gradients recorded); training
         differentiates forces again, which the PyTorch path does at its own speed without also
         running the kernel's forward."""
-        return (self.native and isinstance(self.sampler, GaussGrid) and native_products(x)
-                and not (self.training and torch.is_grad_enabled()))
+        return (self.native and not (self.training and torch.is_grad_enabled())
+                and isinstance(self.sampler, GaussGrid) and native_products(x))
 
     def _products(self, coefficients: torch.Tensor) -> torch.Tensor:
         """The K factors' coefficients (K, D, N, C) -> Proj_lmax Σ_ν a_1 ... a_ν (N, D, C)."""
