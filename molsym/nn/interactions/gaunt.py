@@ -50,14 +50,14 @@ from molsym.nn.chunking import chunk_length
 from molsym.nn.forms import SPHERICAL, ChannelMap, FeatureForm, residual
 from molsym.nn.gaunt_product import BACKENDS, degree_index, make_sampler
 from molsym.nn.geometry import EdgeGeometry
-from molsym.o3.grid_products import grid_products, native_products, product_kernel
-from molsym.o3.sphere_grid import GaussGrid
 from molsym.nn.interactions.base import (
     Family, Interaction, RadialNetwork, check_non_negative_int, check_one_of, check_positive_float,
     check_positive_int,
 )
 from molsym.nn.interactions.e3nn_conv import E3nnEmbedding, E3nnInvariants, e3nn_embedding_form, e3nn_input_form
 from molsym.nn.interactions.escn import SpatialGate
+from molsym.o3.grid_products import grid_products, native_products, product_kernel
+from molsym.o3.sphere_grid import GaussGrid
 
 MAX_CORRELATION = 3
 
@@ -198,11 +198,12 @@ class ProductBasis(nn.Module):
     per factor after the first and no sums; the factors' linear maps run as one batched product.
     Eager evaluation on CPU with the grid backend (eval mode, or no gradients recorded) runs the
     products in the fused kernel of ``molsym.o3.grid_products`` (first derivatives included;
-    ``native = False`` or ``MOLSYM_NATIVE=0`` turns it off). Otherwise eager calls on CPU take the nodes in chunks of
-    about ``CHUNK_VALUES`` grid values per factor, so that a chunk's values stay in cache (L = 4,
-    1,000 nodes, 16 and 64 channels, one thread: 0.5-0.75x the time of one pass, forward and
-    backward); on a GPU the chunks are far larger (``molsym.nn.chunking``), and a trace or a
-    compiled graph takes one pass (a trace would freeze the example's number of chunks).
+    ``native = False`` or ``MOLSYM_NATIVE=0`` turns it off). Otherwise eager calls on CPU take
+    the nodes in chunks of about ``CHUNK_VALUES`` grid values per factor, so that a chunk's
+    values stay in cache (L = 4, 1,000 nodes, 16 and 64 channels, one thread: 0.5-0.75x the time
+    of one pass, forward and backward); on a GPU the chunks are far larger
+    (``molsym.nn.chunking``), and a trace or a compiled graph takes one pass (a trace would
+    freeze the example's number of chunks).
     """
 
     CHUNK_VALUES = 1 << 19
