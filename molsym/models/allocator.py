@@ -18,6 +18,10 @@ import ctypes.util
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _MAX_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's upper limit on 64-bit systems
+_M_MMAP_MAX = -4
+_GLIBC_MMAP_MAX = 65536  # glibc's default M_MMAP_MAX
+_trim_threshold = 128 * 1024  # glibc's default, or what keep_freed_memory set last
+_heap_depth = 0  # open heap_allocations blocks: only the outermost changes and restores the settings
 
 
 def keep_freed_memory(trim_threshold: int = 1 << 30) -> bool:
@@ -36,10 +40,6 @@ def keep_freed_memory(trim_threshold: int = 1 << 30) -> bool:
         _trim_threshold = int(trim_threshold)
     return bool(ok)
 
-
-_M_MMAP_MAX = -4
-_GLIBC_MMAP_MAX = 65536  # glibc's default M_MMAP_MAX
-_trim_threshold = 128 * 1024  # glibc's default, or what keep_freed_memory set last
 
 
 def _glibc():
@@ -69,16 +69,24 @@ def heap_allocations():
     peak 2.04 vs 2.15 GiB). On leaving, mmap is
     allowed again (glibc's default maximum), the trim threshold goes back to glibc's default or
     to what :func:`keep_freed_memory` set, and ``malloc_trim(0)`` returns the freed heap to the
-    system. No effect where the C library is not glibc. Process-wide while it lasts.
+    system. Nested blocks leave the settings to the outermost one. No effect where the C library
+    is not glibc. Process-wide while it lasts.
     """
+    global _heap_depth
     libc = _glibc()
-    changed = libc is not None and libc.mallopt(_M_MMAP_MAX, 0) == 1
-    if changed:
+    if libc is None:
+        yield False
+        return
+    outermost = _heap_depth == 0
+    changed = (not outermost) or libc.mallopt(_M_MMAP_MAX, 0) == 1
+    if outermost and changed:
         libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    _heap_depth += 1
     try:
         yield changed
     finally:
-        if changed:
+        _heap_depth -= 1
+        if outermost and changed:
             libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX)
             libc.mallopt(_M_TRIM_THRESHOLD, _trim_threshold)
             libc.malloc_trim(0)

@@ -113,6 +113,8 @@ class GridProductKernel:
     def run(self, backward: bool, a: torch.Tensor, g: torch.Tensor | None, out: torch.Tensor, shift: float) -> None:
         """a (K, D, N, C) coefficients; forward: out (N, D, C); backward: g (N, D, C), out like a."""
         library = _library()
+        if library is None:
+            raise RuntimeError(f"the grid-product kernel is not available: {native.status(SOURCE)}")
         k, d, n, c = a.shape
         if d != (self.lmax + 1) ** 2 or a.stride(-1) != 1 or out.stride(-1) != 1:
             raise ValueError(f"grid products: expected (K, {(self.lmax + 1) ** 2}, N, C) coefficients with "
