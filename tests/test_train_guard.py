@@ -29,14 +29,70 @@ def test_judging_spikes_and_non_finite_losses():
     for loss in (5.0, 4.0, 3.0):
         guard.judge(loss, 1.0)
     assert guard.judge(1e3, 1.0) == SPIKE and guard.judge(1e3, 1.0) == SPIKE
-    assert guard.judge(1e3, 1.0) == GOOD  # max_spikes in a row: the level has moved
+    assert guard.judge(1e3, 1.0) == GOOD  # max_spikes in one episode: the level has moved, the episode closes
     assert guard.level() == 1e3 or len(guard.recent) < SETTINGS["min_steps"]
     assert guard.judge(math.nan, 1.0) == NONFINITE and guard.judge(1.0, math.inf) == NONFINITE
     assert not guard.stopped() and guard.judge(math.inf, 1.0) == NONFINITE and guard.stopped()
-    assert guard.total == {SPIKE: 2, NONFINITE: 3} and guard.lr_scale == 0.5 ** 5
+    # two episodes (two spikes, then three non-finite steps): the learning rate was cut twice, not five times
+    assert guard.total == {SPIKE: 2, NONFINITE: 3} and guard.episodes == 2 and guard.lr_scale == 0.5 ** 2
     restored = LossGuard(SETTINGS)
     restored.load_state_dict(guard.state_dict())
     assert restored.state_dict() == guard.state_dict()
+
+
+def test_a_burst_of_spikes_cuts_the_learning_rate_once():
+    """Spikes between good steps (the pattern that once halved the LR eleven times in thirteen steps) form one
+    episode: one cut; once the episode has closed (``window`` good steps in a row) the next spike cuts again."""
+    guard = LossGuard({**SETTINGS, "max_spikes": 5})
+    for loss in (1.0, 1.1, 0.9, 1.0):
+        assert guard.judge(loss, 1.0) == GOOD
+    for _ in range(5):
+        assert guard.judge(30.0, 1.0) == SPIKE and guard.judge(1.0, 1.0) == GOOD
+    assert guard.total[SPIKE] == 5 and guard.episodes == 1 and guard.lr_scale == 0.5
+    assert guard.judge(30.0, 1.0) == GOOD  # the sixth spike of the episode: the level has moved
+    for loss in (1.0,) * 6:  # a new window, past min_steps: calm again
+        assert guard.judge(loss, 1.0) == GOOD
+    assert guard.judge(30.0, 1.0) == SPIKE and guard.episodes == 2 and guard.lr_scale == 0.25
+
+
+def test_repeated_events_roll_back_to_a_calm_state_before_the_episode():
+    """The first event of an episode restores the state before the last good step; a further event of the
+    same episode restores a calm state at least ``window`` good steps older, and the LR is cut once."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    guard = LossGuard(SETTINGS)  # window 5
+    states = []
+
+    def step():
+        optimizer.zero_grad()
+        model(torch.randn(4, 3)).pow(2).sum().backward()
+        optimizer.step()
+
+    def good_step():
+        assert guard.judge(1.0, 1.0) == GOOD
+        guard.accept(model, optimizer, None)
+        states.append(model.weight.detach().clone())
+        step()
+
+    for _ in range(12):
+        good_step()
+    assert guard.judge(100.0, 1.0) == SPIKE and guard.cut
+    assert "last good step" in guard.roll_back(model, optimizer, None)
+    assert torch.equal(model.weight, states[11])
+    good_step()  # one good step does not close the episode
+    assert guard.judge(100.0, 1.0) == SPIKE and not guard.cut
+    assert "calm state" in guard.roll_back(model, optimizer, None)
+    # the candidate taken at good step 0 became the calm state at step 5, the one taken at 5 at step 10
+    assert torch.equal(model.weight, states[5]) and len(states) - 1 - 5 >= SETTINGS["window"]
+    assert guard.episodes == 1 and guard.lr_scale == 0.5
+    step()  # the restored state can be trained on and restored again
+    assert guard.judge(math.nan, 1.0) == NONFINITE and not guard.cut
+    guard.roll_back(model, optimizer, None)
+    assert torch.equal(model.weight, states[5])
+    restored = LossGuard(SETTINGS)
+    restored.load_state_dict(guard.state_dict())
+    assert restored.state_dict() == guard.state_dict() and restored.episode_events == 3
 
 
 def test_snapshot_restores_model_optimizer_and_average_again_and_again():

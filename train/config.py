@@ -222,12 +222,13 @@ SCHEDULE = {
 GUARD = {
     "factor": Field(NUMBER, 10.0, "a step whose loss exceeds this x the running median is a spike",
                     lambda v: None if v > 1 else "must be > 1"),
-    "window": Field((int,), 50, "steps in the running median of the loss", _positive),
+    "window": Field((int,), 50, "steps in the running median of the loss; good steps in a row that close "
+                    "an episode of events", _positive),
     "min_steps": Field((int,), 10, "accepted steps before spikes are judged (non-finite losses always are)",
                        _positive),
-    "lr_factor": Field(NUMBER, 0.5, "multiply the LR by this at every spike or non-finite step",
-                       lambda v: None if 0 < v <= 1 else "must lie in (0, 1]"),
-    "max_spikes": Field((int,), 5, "spikes in a row after which the loss counts as the new level", _positive),
+    "lr_factor": Field(NUMBER, 0.5, "multiply the LR by this at the first event (spike or non-finite step) of "
+                       "every episode", lambda v: None if 0 < v <= 1 else "must lie in (0, 1]"),
+    "max_spikes": Field((int,), 5, "spikes in one episode after which the loss counts as the new level", _positive),
     "max_nonfinite": Field((int,), 3, "non-finite steps in a row that stop training (non-zero exit)", _positive),
 }
 

@@ -9,23 +9,33 @@ the gradient's global norm:
   losses (judged once at least ``min_steps`` losses were accepted);
 - otherwise **good**: the step is taken and L joins the running window.
 
-A non-finite step or a spike is an *event*: the model, the optimiser and the
-weight average go back to their state before the last good step was taken
-(a spike means the weights that produced it are already damaged), the
-step's batch is skipped, and the learning rate is multiplied by
-``lr_factor`` for the rest of the run (never below the schedule's
-``min_lr``). Events are counted per epoch in ``log.csv`` (``guard_spikes``,
-``guard_nonfinite``) and over the run in the final summary.
+A non-finite step or a spike is an *event*; its batch is skipped and the
+model, the optimiser and the weight average are rolled back. Events come in
+*episodes*: an episode opens with an event and closes after ``window`` good
+steps in a row. Per episode:
 
-``max_nonfinite`` non-finite steps in a row stop training with
-:class:`TrainingDiverged`. ``max_spikes`` spikes in a row mean the loss
-level itself has moved (the restored weights keep giving such losses): the
-next step is then taken and the window restarts from it.
+- the learning rate is multiplied by ``lr_factor`` once, at its first event,
+  for the rest of the run (never below the schedule's ``min_lr``): a burst
+  of spikes lowers the rate once, not once per spike;
+- the first event rolls back to the state before the last good step (a
+  spike means the weights that produced it are damaged); any further event
+  of the same episode rolls back further, to a calm state at least
+  ``window`` good steps older (the damage may predate the first spike:
+  steps just under the threshold are accepted);
+- after ``max_spikes`` spikes the loss level itself has moved (the restored
+  weights keep giving such losses): the next such step is taken, the window
+  restarts from it and the episode closes.
 
-The guard's own state (window, counts, LR factor) is plain numbers saved in
-``last.pt``; the snapshot of the last good state is not: until a resumed
-run's first good step, an event skips its batch without a rollback (as in
-a run's very first step, before any step was taken).
+Events are counted per epoch in ``log.csv`` (``guard_spikes``,
+``guard_nonfinite``) and over the run in the final summary, with the number
+of episodes (learning-rate cuts). ``max_nonfinite`` non-finite steps in a
+row stop training with :class:`TrainingDiverged`.
+
+The guard keeps three copies of the training state (the last good step, the
+calm state and the candidate that becomes the next calm state). Its own
+state (window, counts, LR factor) is plain numbers saved in ``last.pt``;
+the copies are not: until a resumed run's first good step, an event skips
+its batch without a rollback (as in a run's very first step).
 """
 from __future__ import annotations
 
@@ -62,6 +72,10 @@ class Snapshot:
 
     def __bool__(self) -> bool:
         return self.model is not None
+
+    def clear(self) -> None:
+        self.model = self.optimizer = self.ema = None
+        self.ema_updates = 0
 
     @torch.no_grad()
     def restore(self, model, optimizer, ema) -> None:
@@ -110,7 +124,8 @@ def _copy_tensor(target: torch.Tensor | None, value: torch.Tensor) -> torch.Tens
 
 
 class LossGuard:
-    """Judges each step (:meth:`judge`), keeps the running loss level and the event counts."""
+    """Judges each step (:meth:`judge`), keeps the running loss level, the episodes and the event counts,
+    and the copies of the training state it rolls back to (:meth:`accept`, :meth:`roll_back`)."""
 
     def __init__(self, settings: dict):
         self.factor = float(settings["factor"])
@@ -123,9 +138,20 @@ class LossGuard:
         self.lr_scale = 1.0
         self.total = {SPIKE: 0, NONFINITE: 0}
         self.epoch_counts = {SPIKE: 0, NONFINITE: 0}
+        self.episodes = 0          # episodes so far, each one learning-rate cut
+        self.episode_events = 0    # events of the open episode (0: none open)
+        self.episode_spikes = 0    # spikes of the open episode
+        self.good_in_a_row = 0
         self.nonfinite_in_a_row = 0
-        self.spikes_in_a_row = 0
-        self.snapshot = Snapshot()
+        self.latest = Snapshot()     # the state before the last good step
+        self.calm = Snapshot()       # a state from before the open episode, >= window good steps old
+        self.candidate = Snapshot()  # the next calm state, taken during a calm stretch
+        self.since_candidate = 0
+
+    @property
+    def cut(self) -> bool:
+        """Whether the last event opened an episode (and so lowered the learning rate)."""
+        return self.episode_events == 1
 
     def level(self) -> float:
         """The running loss level: median of the recent accepted losses (inf until ``min_steps``)."""
@@ -137,24 +163,61 @@ class LossGuard:
         """GOOD, SPIKE or NONFINITE for a step of training loss ``loss`` and gradient norm ``grad_norm``."""
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             self.nonfinite_in_a_row += 1
-            self.spikes_in_a_row = 0
-            self._count(NONFINITE)
+            self._event(NONFINITE)
             return NONFINITE
         self.nonfinite_in_a_row = 0
         if loss > self.factor * self.level():
-            if self.spikes_in_a_row < self.max_spikes:
-                self.spikes_in_a_row += 1
-                self._count(SPIKE)
+            if self.episode_spikes < self.max_spikes:
+                self._event(SPIKE)
                 return SPIKE
-            self.recent.clear()  # the level has moved: start the window again from this loss
-        self.spikes_in_a_row = 0
+            # the level has moved: start the window again from this loss; older states no longer apply
+            self.recent.clear()
+            self._close_episode()
+            self.calm.clear()
+            self.candidate.clear()
         self.recent.append(float(loss))
+        self.good_in_a_row += 1
+        if self.episode_events and self.good_in_a_row >= self.window:
+            self._close_episode()
         return GOOD
 
-    def _count(self, kind: str) -> None:
+    def _event(self, kind: str) -> None:
         self.total[kind] += 1
         self.epoch_counts[kind] += 1
-        self.lr_scale *= self.lr_factor
+        self.good_in_a_row = 0
+        self.episode_events += 1
+        self.episode_spikes += kind == SPIKE
+        if self.episode_events == 1:
+            self.episodes += 1
+            self.lr_scale *= self.lr_factor
+
+    def _close_episode(self) -> None:
+        self.episode_events = self.episode_spikes = 0
+
+    def accept(self, model, optimizer, ema) -> None:
+        """Record the state of a good step before it is taken; in a calm stretch, every ``window`` good
+        steps the candidate becomes the calm state and a new candidate is taken."""
+        self.latest.take(model, optimizer, ema)
+        if self.episode_events:
+            return
+        self.since_candidate += 1
+        if not self.candidate or self.since_candidate >= self.window:
+            if self.candidate:
+                self.calm, self.candidate = self.candidate, self.calm
+            self.candidate.take(model, optimizer, ema)
+            self.since_candidate = 0
+
+    def roll_back(self, model, optimizer, ema) -> str:
+        """Restore the state this event calls for; says which."""
+        if self.episode_events > 1 and self.calm:
+            self.calm.restore(model, optimizer, ema)
+            self.candidate.clear()  # taken after the calm state, on the path just abandoned
+            self.since_candidate = 0
+            return f"rolled back to the calm state (>= {self.window} good steps before this episode)"
+        if self.latest:
+            self.latest.restore(model, optimizer, ema)
+            return "rolled back to the last good step"
+        return "skipped (no good step recorded yet)"
 
     def stopped(self) -> bool:
         """Whether the non-finite steps in a row reached ``max_nonfinite``."""
@@ -168,12 +231,13 @@ class LossGuard:
 
     def summary(self) -> str:
         return (f"divergence guard: {self.total[SPIKE]} loss spike(s) and {self.total[NONFINITE]} non-finite "
-                f"step(s) rolled back; learning rate x {self.lr_scale:.3g}")
+                f"step(s) rolled back in {self.episodes} episode(s); learning rate x {self.lr_scale:.3g}")
 
     def state_dict(self) -> dict:
         return {"recent": list(self.recent), "lr_scale": self.lr_scale, "total": dict(self.total),
                 "epoch_counts": dict(self.epoch_counts), "nonfinite_in_a_row": self.nonfinite_in_a_row,
-                "spikes_in_a_row": self.spikes_in_a_row}
+                "episodes": self.episodes, "episode_events": self.episode_events,
+                "episode_spikes": self.episode_spikes, "good_in_a_row": self.good_in_a_row}
 
     def load_state_dict(self, state: dict) -> None:
         self.recent = deque((float(v) for v in state["recent"]), maxlen=self.window)
@@ -181,7 +245,11 @@ class LossGuard:
         self.total = {k: int(v) for k, v in state["total"].items()}
         self.epoch_counts = {k: int(v) for k, v in state["epoch_counts"].items()}
         self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
-        self.spikes_in_a_row = int(state["spikes_in_a_row"])
+        # checkpoints written before episodes were counted: every event was a cut
+        self.episodes = int(state.get("episodes", sum(self.total.values())))
+        self.episode_events = int(state.get("episode_events", 0))
+        self.episode_spikes = int(state.get("episode_spikes", 0))
+        self.good_in_a_row = int(state.get("good_in_a_row", 0))
 
 
 def frame_origin(dataset: Dataset, position: int) -> tuple[int, int]:

@@ -219,22 +219,23 @@ class Run:
         return True
 
     def _judge(self, loss: float, grad_norm: float) -> bool:
-        """Whether to take this step; on a spike or non-finite step, roll back and lower the LR."""
+        """Whether to take this step; on a spike or non-finite step, roll back (and, once per episode of
+        events, lower the LR)."""
         guard = self.guard
         verdict = guard.judge(loss, grad_norm)
         if verdict == GOOD:
-            guard.snapshot.take(self.model, self.optimizer, self.ema)
+            guard.accept(self.model, self.optimizer, self.ema)
             return True
         self.optimizer.zero_grad(set_to_none=True)
-        if guard.snapshot:
-            guard.snapshot.restore(self.model, self.optimizer, self.ema)
+        restored = guard.roll_back(self.model, self.optimizer, self.ema)
         self.schedule.guard_scale = guard.lr_scale
         if guard.stopped():
             raise TrainingDiverged(self._divergence_message(loss, grad_norm))
         if self.world.is_main:
+            lr = f"lr x {guard.lr_factor:g}" if guard.cut else "lr kept (same episode)"
             print(f"divergence guard: {verdict} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "
                   f"(loss {loss:.4g}, running level {guard.level():.4g}, gradient norm {grad_norm:.4g}); "
-                  f"{'rolled back' if guard.snapshot else 'skipped'}, lr x {guard.lr_factor:g}", flush=True)
+                  f"{restored}, {lr}", flush=True)
         return False
 
     def _divergence_message(self, loss: float, grad_norm: float) -> str:
@@ -247,7 +248,7 @@ class Run:
         return (f"training diverged: {self.guard.nonfinite_in_a_row} non-finite steps in a row (guard.max_nonfinite "
                 f"{self.guard.max_nonfinite}), the last at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} of "
                 f"{self.sampler.steps_per_epoch()} (loss {loss:.4g}, gradient norm {grad_norm:.4g}); its batch "
-                f"holds {'; '.join(frames)}. The weights were rolled back to the last good step; "
+                f"holds {'; '.join(frames)}. The weights were rolled back to good ones; "
                 f"{run_files.LAST} is as epoch {self.epoch} left it and {run_files.BEST} holds good weights. "
                 f"Check those frames' labels, or lower optimizer.lr")
 
