@@ -1,7 +1,8 @@
 """Build and load the package's C++ kernels for the CPU, once per machine.
 
 A kernel is one C++ source file of the package with an ``extern "C"`` entry point and no
-dependency but the C++ standard library (and OpenMP where the compiler has it). On first use
+dependency but the C++ standard library (and OpenMP where the compiler has it), and the
+package's headers it includes by quotes from its own folder. On first use
 it is compiled with the machine's C++ compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``)
 for this CPU (``-O3 -march=native``; without the flags the compiler refuses) into a shared
 library cached under ``$MOLSYM_CACHE_DIR`` (default ``$XDG_CACHE_HOME/molsym`` or
@@ -20,10 +21,13 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+import torch
 
 _FLAG_SETS = (
     ("-O3", "-march=native", "-fopenmp"),
@@ -94,6 +98,14 @@ def _compile(compiler: str, source: Path, flags, target: Path) -> str:
             os.unlink(partial)
 
 
+def _source_with_headers(path: Path) -> bytes:
+    """The source's bytes followed by those of the headers it includes by quotes from its folder
+    (so that a changed header builds anew)."""
+    code = path.read_bytes()
+    headers = re.findall(rb'^\s*#\s*include\s+"([^"]+)"', code, flags=re.MULTILINE)
+    return code + b"".join(b"\0" + (path.parent / name.decode()).read_bytes() for name in headers)
+
+
 @functools.lru_cache(maxsize=None)
 def load(source: str) -> ctypes.CDLL | None:
     """The shared library built from ``molsym/<source>`` (e.g. ``"o3/grid_products.cpp"``), or None."""
@@ -110,7 +122,7 @@ def load(source: str) -> ctypes.CDLL | None:
     except (OSError, subprocess.SubprocessError) as error:
         _status[source] = f"the compiler {compiler} does not run: {error}"
         return None
-    code = path.read_bytes()
+    code = _source_with_headers(path)
     errors = []
     for flags in _FLAG_SETS:
         key = hashlib.sha256(b"\0".join([code, compiler.encode(), version.encode(), " ".join(flags).encode(),
@@ -130,3 +142,22 @@ def load(source: str) -> ctypes.CDLL | None:
         return library
     _status[source] = "the build failed: " + "; ".join(errors)
     return None
+
+
+def plain(t) -> bool:
+    """A tensor with storage of its own: no torch.func wrapper, no batched gradient of autograd's
+    ``is_grads_batched``, no active transform (what a kernel can read through its pointer)."""
+    functorch = torch._C._functorch
+    return not (functorch.is_functorch_wrapped_tensor(t) or functorch.is_batchedtensor(t)
+                or functorch.is_legacy_batchedtensor(t) or torch._C._are_functorch_transforms_active())
+
+
+def eager_cpu(*tensors) -> bool:
+    """Whether ``tensors`` can be handed to a CPU kernel: an eager call (no trace, compile or
+    torch.func transform) on plain CPU tensors of one dtype, float32 or float64."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():  # first: nothing below is traced
+        return False
+    dtype = tensors[0].dtype
+    return dtype in (torch.float32, torch.float64) and all(
+        t.device.type == "cpu" and t.dtype == dtype and plain(t) for t in tensors)
+

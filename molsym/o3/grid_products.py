@@ -50,20 +50,10 @@ def available() -> bool:
     return _library() is not None
 
 
-def _plain(t: torch.Tensor) -> bool:
-    """A tensor with storage of its own: no torch.func wrapper, no batched gradient of autograd's
-    ``is_grads_batched``, no active transform."""
-    functorch = torch._C._functorch
-    return not (functorch.is_functorch_wrapped_tensor(t) or functorch.is_batchedtensor(t)
-                or functorch.is_legacy_batchedtensor(t) or torch._C._are_functorch_transforms_active())
-
-
 def native_products(x: torch.Tensor) -> bool:
     """Whether a call on ``x`` takes the kernel: an eager call (no trace, compile or torch.func
     transform) on a CPU float32 / float64 tensor, with the kernel available."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():  # first: nothing below is traced
-        return False
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _plain(x) and available()
+    return native.eager_cpu(x) and available()
 
 
 def _halves(table: torch.Tensor, lmax: int, orders_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,7 +137,7 @@ class _GridProducts(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         (a,) = ctx.saved_tensors
-        if torch.is_grad_enabled() or not _plain(g) or g.dtype != a.dtype:
+        if torch.is_grad_enabled() or not native.plain(g) or g.dtype != a.dtype:
             # a graph of the derivative is wanted (or a torch.func transform is active): differentiate
             # the PyTorch path, recomputed from the saved coefficients
             with torch.enable_grad():

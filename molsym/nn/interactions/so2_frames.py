@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from molsym.nn.geometry import EdgeGeometry
-from molsym.nn.scatter import scatter_sum
+from molsym.o3.edge_rotation import rotate_into, rotate_out_of
 
 GROUP_WIDTH = 25
 """Most coefficients, sum of 2l + 1, of a group of several degrees."""
@@ -139,10 +139,11 @@ def class_rotations(geometry: EdgeGeometry, layout: SO2Layout, side: int, parity
 
 def rotate_into_frames(h: torch.Tensor, geometry: EdgeGeometry, layout: SO2Layout) -> list[list[torch.Tensor]]:
     """Senders' features h (N, S, (L_in+1)^2, C) in the directed edges' frames: per class and
-    degree group, (D, K_g, C), one batched matmul per edge."""
+    degree group, (D, K_g, C), one matrix per edge (:func:`molsym.o3.edge_rotation.rotate_into`,
+    the gather fused in on the CPU)."""
     senders = geometry.directed_index[1]
     parities = h.shape[1]
-    return [[torch.bmm(rotation, h[:, s, first * first:(last + 1) ** 2].index_select(0, senders))
+    return [[rotate_into(rotation, h[:, s, first * first:(last + 1) ** 2], senders)
              for (first, last), rotation in zip(layout.groups[0], class_rotations(geometry, layout, 0, s, parities))]
             for s in range(parities)]
 
@@ -156,7 +157,7 @@ def rotate_back_and_sum(frames: list[list[torch.Tensor]], geometry: EdgeGeometry
     summed = []
     for s, groups in enumerate(frames):
         rotations = class_rotations(geometry, layout, 1, s, parities_in)
-        summed.append(torch.cat([scatter_sum(torch.bmm(rotation.transpose(1, 2), frame), receivers, num_nodes)
+        summed.append(torch.cat([rotate_out_of(rotation, frame, receivers, num_nodes)
                                  for frame, rotation in zip(groups, rotations)], dim=1))
     return torch.stack(summed, dim=1) * inv_avg_neighbors
 
