@@ -10,7 +10,7 @@ import torch
 from molsym import native
 from molsym.nn.scatter import scatter_sum
 from molsym.o3 import edge_rotation
-from molsym.o3.edge_rotation import rotate_into, rotate_out_of
+from molsym.o3.edge_rotation import edge_outer, rotate_into, rotate_out_of
 
 pytestmark = pytest.mark.skipif(not edge_rotation.available(),
                                 reason=f"edge-rotation kernel not built: {native.status(edge_rotation.SOURCE)}")
@@ -18,6 +18,10 @@ pytestmark = pytest.mark.skipif(not edge_rotation.available(),
 
 def reference_into(rotation, x, index):
     return torch.bmm(rotation, x.index_select(0, index))
+
+
+def reference_outer(a, b, index):
+    return torch.bmm(a, b.index_select(0, index).transpose(1, 2))
 
 
 def reference_out_of(rotation, frames, index, num_nodes):
@@ -46,6 +50,16 @@ def test_kernels_equal_the_reference(channels, dtype):
     out = rotate_out_of(rotation, frames, index, x.shape[0])
     torch.testing.assert_close(out, reference_out_of(rotation, frames, index, x.shape[0]), rtol=tol, atol=tol)
     assert torch.all(out[-1] == 0)  # a node without edges
+    torch.testing.assert_close(edge_outer(frames, x, index), reference_outer(frames, x, index), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("cols", [1, 3, 7, 8, 15, 16, 25, 49])
+def test_outer_products_of_every_width(cols):
+    """The rotations' gradient runs its vectors along the node rows: every width of tail."""
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        rotation, x, frames, index = problem(cols=cols, channels=11, dtype=dtype)
+        torch.testing.assert_close(edge_outer(frames, x, index), reference_outer(frames, x, index), rtol=tol,
+                                   atol=tol)
 
 
 def test_first_and_second_derivatives_equal_the_reference():
@@ -73,6 +87,7 @@ def test_gradcheck_and_gradgradcheck():
     assert torch.autograd.gradcheck(lambda r, h, f: (rotate_into(r, h, index), rotate_out_of(r, f, index, n)), inputs)
     assert torch.autograd.gradgradcheck(lambda r, h, f: (rotate_into(r, h, index), rotate_out_of(r, f, index, n)),
                                         inputs)
+    assert torch.autograd.gradgradcheck(lambda f, h: edge_outer(f, h, index), inputs[:0:-1])
 
 
 def test_one_and_two_threads_give_the_same_bits():
@@ -124,5 +139,9 @@ def test_bad_input_is_refused():
         rotate_out_of(rotation, frames[:-1], index, x.shape[0])
     with pytest.raises(ValueError, match="expected rotations"):
         rotate_into(rotation[0], x, index)
+    with pytest.raises(IndexError, match="outside the nodes"):
+        edge_outer(frames, x, torch.full_like(index, x.shape[0]))
+    with pytest.raises(ValueError, match="edge outer product"):
+        edge_outer(frames[:, :, :-1], x, index)
     with pytest.raises(TypeError, match="int64"):
         rotate_into(rotation, x, index.int())

@@ -2,7 +2,8 @@
 // (molsym/o3/edge_rotation.py compiles and calls them).
 //
 //   into:    y[e] = R[e] x[idx[e]]                  gather fused with the rotation, per edge;
-//   out of:  z[n] = sum_{e: idx[e] = n} R[e]^T f[e]  rotation fused with the sum onto nodes.
+//   out of:  z[n] = sum_{e: idx[e] = n} R[e]^T f[e]  rotation fused with the sum onto nodes;
+//   outer:   G[e] = A[e] B[idx[e]]^T                 the rotations' gradient of either, per edge.
 //
 // R (D, K, P) holds one matrix per edge (K frame rows, P node rows), x and z (N, P, C) node
 // features at (node, row) strides with contiguous channels, y and f (D, K, C) contiguous. The two
@@ -101,6 +102,29 @@ void out_of(const T* rot, const T* f, const int64_t* idx, T* z, int64_t zn, int6
     }
 }
 
+// G_e (K x P) = A_e (K x C) B_{idx[e]}^T from the nodes' transposed rows Bt (N, C, P): vectors run along
+// p, in blocks of W and then of narrower powers of two down to one.
+template <typename T, int V>
+void outer_columns(const T* a_e, const T* bt, int K, int P, int C, int p0, T* g_e) {
+  contract<T, V>(K, C, bt + p0, P, a_e, C, 1, g_e + p0, P);
+}
+
+template <typename T, int W>
+void outer(const T* A, const T* Bt, const int64_t* idx, T* G, int64_t D, int K, int P, int C, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t e = 0; e < D; ++e) {
+    const T* a_e = A + e * K * C;
+    const T* bt = Bt + idx[e] * C * P;
+    T* g_e = G + e * K * P;
+    int p = 0;
+    for (; p + W <= P; p += W) outer_columns<T, W>(a_e, bt, K, P, C, p, g_e);
+    if (W > 8 && P - p >= 8) { outer_columns<T, 8>(a_e, bt, K, P, C, p, g_e); p += 8; }
+    if (P - p >= 4) { outer_columns<T, 4>(a_e, bt, K, P, C, p, g_e); p += 4; }
+    if (P - p >= 2) { outer_columns<T, 2>(a_e, bt, K, P, C, p, g_e); p += 2; }
+    if (p < P) outer_columns<T, 1>(a_e, bt, K, P, C, p, g_e);
+  }
+}
+
 bool in_range(const int64_t* idx, int64_t D, int64_t N) {
   for (int64_t e = 0; e < D; ++e)
     if (idx[e] < 0 || idx[e] >= N) return false;
@@ -130,6 +154,16 @@ int molsym_rotate_out_of(int float64, const void* rot, const void* f, const int6
     out_of<double, 8>((const double*)rot, (const double*)f, idx, (double*)z, z_strides[0], z_strides[1], D, N, K, P, C, threads);
   else
     out_of<float, 16>((const float*)rot, (const float*)f, idx, (float*)z, z_strides[0], z_strides[1], D, N, K, P, C, threads);
+  return 0;
+}
+
+// G (D, K, P) = A_e B_{idx[e]}^T per edge, from A (D, K, C) and the transposed node rows Bt (N, C, P),
+// all contiguous.
+int molsym_edge_outer(int float64, const void* A, const void* Bt, const int64_t* idx, void* G, int64_t D, int64_t N,
+                      int K, int P, int C, int threads) {
+  if (!in_range(idx, D, N)) return 1;
+  if (float64) outer<double, 8>((const double*)A, (const double*)Bt, idx, (double*)G, D, K, P, C, threads);
+  else outer<float, 16>((const float*)A, (const float*)Bt, idx, (float*)G, D, K, P, C, threads);
   return 0;
 }
 }

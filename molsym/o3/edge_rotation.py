@@ -12,8 +12,8 @@ On the CPU, in eager mode, with float32 or float64, both run as fused kernels
 numbers for any number of threads). Elsewhere (GPU, traces, ``torch.compile``, torch.func
 transforms, autograd's batched gradients, or without a compiler) the same operations run as
 ``bmm`` with ``index_select`` / ``index_add``. The two are each other's adjoint, so every
-derivative, to any order, is again one of them or the rotation's gradient
-R̄_e = ȳ_e x[idx_e]^T (a batched outer product, PyTorch).
+derivative, to any order, is again one of them or the rotations' gradient
+R̄_e = ȳ_e x[idx_e]^T (:func:`edge_outer`, also a kernel), whose derivatives are the first two.
 """
 from __future__ import annotations
 
@@ -38,7 +38,10 @@ def _library():
                                                ctypes.c_void_p, ctypes.c_void_p, *common]
         library.molsym_rotate_out_of.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                                  ctypes.c_void_p, ctypes.c_void_p, *common]
-        library.molsym_rotate_into.restype = library.molsym_rotate_out_of.restype = ctypes.c_int
+        library.molsym_edge_outer.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                              ctypes.c_void_p, *common]
+        for function in (library.molsym_rotate_into, library.molsym_rotate_out_of, library.molsym_edge_outer):
+            function.restype = ctypes.c_int
     return library
 
 
@@ -88,7 +91,7 @@ class _RotateInto(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_x = rotate_out_of(rotation, grad, index, x.shape[0])
         if ctx.needs_input_grad[0]:
-            grad_rotation = torch.bmm(grad, x.index_select(0, index).transpose(1, 2))
+            grad_rotation = edge_outer(grad, x, index)
         return grad_rotation, grad_x, None
 
 
@@ -111,8 +114,28 @@ class _RotateOutOf(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_frames = rotate_into(rotation, grad, index)
         if ctx.needs_input_grad[0]:
-            grad_rotation = torch.bmm(frames, grad.index_select(0, index).transpose(1, 2))
+            grad_rotation = edge_outer(frames, grad, index)
         return grad_rotation, grad_frames, None, None
+
+
+class _EdgeOuter(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, index):
+        d, k, c = a.shape
+        n, p = b.shape[:2]
+        transposed = b.transpose(1, 2).contiguous()  # (N, C, P): vectors along the node rows
+        g = a.new_empty(d, k, p)
+        _run("molsym_edge_outer", int(a.dtype == torch.float64), a.data_ptr(), transposed.data_ptr(),
+             index.data_ptr(), g.data_ptr(), d, n, k, p, c, torch.get_num_threads())
+        ctx.save_for_backward(a, b, index)
+        return g
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, index = ctx.saved_tensors
+        grad_a = rotate_into(grad, b, index) if ctx.needs_input_grad[0] else None
+        grad_b = rotate_out_of(grad, a, index, b.shape[0]) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b, None
 
 
 def rotate_into(rotation: torch.Tensor, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -125,6 +148,20 @@ def rotate_into(rotation: torch.Tensor, x: torch.Tensor, index: torch.Tensor) ->
     if _kernel(rotation, x):  # the kernel reads contiguous rotations and channels
         return _RotateInto.apply(rotation.contiguous(), x if x.stride(-1) == 1 else x.contiguous(), index)
     return torch.bmm(rotation, x.index_select(0, index))
+
+
+def edge_outer(a: torch.Tensor, b: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The rotations' gradient of :func:`rotate_into` and :func:`rotate_out_of`: per edge
+    a_e b[index_e]^T, (D, K, P), from a (D, K, C) on the edges and b (N, P, C) on the nodes."""
+    if not torch.jit.is_tracing() and (a.dim() != 3 or b.dim() != 3 or a.shape[2] != b.shape[2]
+                                       or index.shape != (a.shape[0],)):
+        raise ValueError(f"edge outer product: expected a (D, K, C), b (N, P, C) and an index (D,), got shapes "
+                         f"{tuple(a.shape)}, {tuple(b.shape)}, {tuple(index.shape)}")
+    if index.dtype != torch.long:
+        raise TypeError(f"edge outer product: the index must be int64, got {index.dtype}")
+    if _kernel(a, b):
+        return _EdgeOuter.apply(a.contiguous(), b, index)
+    return torch.bmm(a, b.index_select(0, index).transpose(1, 2))
 
 
 def rotate_out_of(rotation: torch.Tensor, frames: torch.Tensor, index: torch.Tensor, num_nodes: int) -> torch.Tensor:
