@@ -148,6 +148,9 @@ class EdgeGeometry:
             basis = self.pair_radial
             if num_radial is not None and num_radial < basis.shape[-1]:
                 basis = basis[:, :num_radial]
+            scaled = getattr(network, "scaled", None)  # a network that folds the envelope into its last layer
+            if scaled is not None:
+                return scaled(basis, self.pair_envelope)
             return network(basis) * self.pair_envelope.unsqueeze(-1)
         return weights
 

@@ -120,8 +120,21 @@ def channelwise_output_order(layout: SO2Layout, parities_in: int, channels: int)
     sizes = [math.prod(shape) for shape in shapes]
     labels = torch.arange(1, sum(sizes) + 1, dtype=torch.float64)  # 1-based, so that a sign shows
     blocks = [b.view(shape) for b, shape in zip(labels.split(sizes), shapes)]
-    order = torch.cat([w.reshape(-1) for w in channelwise_weights(blocks)])
+    order = torch.cat([channels_last(w).reshape(-1) for w in channelwise_weights(blocks)])
     return order.abs().long() - 1, order.sign()
+
+
+def channels_last(weights: torch.Tensor) -> torch.Tensor:
+    """A channel-wise weight block, A_0 (..., S_in, C, n_out, n_in) or M_m (..., C, n_out, n_in), with
+    its channel axis moved last: the order in which the radial network emits it."""
+    return weights.movedim(-3, -1)
+
+
+def channels_first(weights: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Rows of radial outputs (P, size) emitted in :func:`channels_last` order -> the block of
+    ``shape`` (as :meth:`SO2Layout.mixing_shapes`), a view with the channels innermost in memory."""
+    *outer, c, n_out, n_in = shape
+    return weights.reshape(weights.shape[0], *outer, n_out, n_in, c).movedim(-1, -3)
 
 
 class ReorderedOutputs(nn.Module):
@@ -135,13 +148,24 @@ class ReorderedOutputs(nn.Module):
         self.register_buffer("index", index, persistent=False)
         self.register_buffer("sign", sign, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _last(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The hidden layers' output and the reordered, signed last layer (weight, bias)."""
         *hidden, last = self.network
         for layer in hidden:
             x = layer(x)
         sign = self.sign.to(last.weight.dtype)
-        weight = last.weight.index_select(0, self.index) * sign.unsqueeze(-1)
-        return torch.nn.functional.linear(x, weight, last.bias.index_select(0, self.index) * sign)
+        return x, last.weight.index_select(0, self.index) * sign.unsqueeze(-1), last.bias.index_select(0, self.index) * sign
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, weight, bias = self._last(x)
+        return torch.nn.functional.linear(x, weight, bias)
+
+    def scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """forward(x) * scale[:, None], the scale folded into the last layer: one product of
+        [scale h, scale] with [W, b] (no pass over the wide output, none in its backward)."""
+        x, weight, bias = self._last(x)
+        scale = scale.unsqueeze(-1)
+        return torch.cat((x * scale, scale), dim=-1) @ torch.cat((weight, bias.unsqueeze(-1)), dim=-1).T
 
 
 class ESCNConvolution(Interaction):
@@ -174,7 +198,8 @@ class ESCNConvolution(Interaction):
             nn.Linear(settings.radial_hidden, sum(self.weight_sizes)),
         )
         # channelwise: the parameters' outputs are A_0, A_1, B_1, ... (S_in, C, n_out, n_in) each;
-        # the convolution reads them as A_0, M_1, M_2, ... (so2_conv.mixing_matrix)
+        # the convolution reads them as A_0, M_1, M_2, ... (so2_conv.mixing_matrix), emitted with
+        # the channels innermost (channels_last)
         self.radial_network = self.radial_mlp if self.mixing == "shared" else ReorderedOutputs(
             self.radial_mlp, *channelwise_output_order(self.layout, input_form.parities, c))
         self.linear_out = ChannelMap(self.output_form, self.output_form)
@@ -188,8 +213,10 @@ class ESCNConvolution(Interaction):
         """Per pair row (shared by both directions): channelwise, A_0 (P, S_in, C, n_out, n_in) and
         M_m (P, C, S_out n_out, S_in n_in) for m >= 1; shared, the scales of each order, (P, n_in, S_in, C)."""
         pair = geometry.pair_weights(self.radial_network, self.num_radial)
-        return [w.reshape(w.shape[0], *shape) for w, shape in zip(pair.split(self.weight_sizes, dim=1),
-                                                                  self.weight_shapes)]
+        blocks = pair.split(self.weight_sizes, dim=1)
+        if self.mixing == "shared":
+            return [w.reshape(w.shape[0], *shape) for w, shape in zip(blocks, self.weight_shapes)]
+        return [channels_first(w, shape) for w, shape in zip(blocks, self.weight_shapes)]
 
     def forward(self, features: torch.Tensor, geometry: EdgeGeometry, graph: dict) -> torch.Tensor:
         """features (N, S_in, D_in, C_in) of ``input_form`` -> (N, S, D, C) of ``output_form``."""

@@ -21,14 +21,16 @@ and its result is again in G-form. Class 1 is rotated in and back with the rows 
 (R the plain rows), so its frame is in G-form from the start and no copy swaps it. The
 mixing of an order is one GEMM over both halves (shared mixing: a learnt matrix over
 (degree, class, channel), after a radial scaling; split by class and degree group) or one
-batched matmul per (edge, channel) with the two halves as two columns (channel-wise mixing:
-per-edge matrices from the radial network).
+small matrix per (edge, channel) applied to both halves (channel-wise mixing: per-edge
+matrices from the radial network; ``molsym.nn.interactions.channelwise_mixing``, a fused kernel
+on the CPU).
 """
 from __future__ import annotations
 
 import torch
 
 from molsym.nn.geometry import EdgeGeometry
+from molsym.nn.interactions.channelwise_mixing import channel_mix
 from molsym.nn.interactions.so2_frames import SO2Layout, order_pieces, rotate_back_and_sum, rotate_into_frames
 
 
@@ -83,31 +85,30 @@ def so2_convolution(h: torch.Tensor, weights: list[torch.Tensor], geometry: Edge
     ``weights``, one row per directed edge (order of ``geometry.directed_index``) or per pair row
     (R = D / 2, both directions of a symmetric geometry): A_0 (R, S_in, C, n_out, n_in), then for
     each order m >= 1 M_m (R, C, S_out n_out(m), S_in n_in(m)) (:func:`mixing_matrix`;
-    :func:`channelwise_weights` makes them from A_m, B_m). Per order, one batched matmul per
-    (row, channel) with the G-form block, its two halves (and both directions) as columns.
+    :func:`channelwise_weights` makes them from A_m, B_m), at any strides; the eSCN layer's
+    radial network emits them with the channels innermost, the layout
+    :func:`~molsym.nn.interactions.channelwise_mixing.channel_mix` reads in place. Per order, one
+    small matrix per (row, channel) applied to the G-form block's two halves (and both directions).
     """
     n, parities_in, _, c = h.shape
     pieces = _frames_in(h, geometry, layout)
     edges = pieces[0][0][0].shape[0]
-    copies = _copies(weights[0], edges, geometry)
-    rows = edges // copies
+    _copies(weights[0], edges, geometry)
     out = [[[] for _ in layout.groups[1]] for _ in range(parities_out)]  # per class and group, its order blocks
     for m, (_, n_out) in enumerate(layout.orders):
         ins, outs = layout.pieces(m, 0), layout.pieces(m, 1)
-        sizes = [k for _, _, k in outs]
-        if m == 0:
-            x = torch.stack([_join([groups[g][0].view(copies, rows, k, c).permute(1, 3, 2, 0) for g, _, k in ins], 2)
-                             for groups in pieces], dim=1)  # (R, S_in, C, n_in, copies)
-            for s, part in enumerate((weights[0] @ x).unbind(1)):  # (R, C, n_out, copies)
-                for (g, _, k), block in zip(outs, part.split(sizes, dim=2)):
-                    out[s][g].append(block.permute(3, 0, 2, 1).reshape(edges, k, c))
+        if m == 0:  # A_0 keeps the class: class s in, class s out
+            for s, groups in enumerate(pieces):
+                x = _join([groups[g][0] for g, _, _ in ins], 1).unsqueeze(1)  # (D, 1, n_in, C)
+                y = channel_mix(weights[0][:, s].permute(0, 2, 3, 1), x)  # (D, 1, n_out, C)
+                for g, i, k in outs:
+                    out[s][g].append(y[:, 0, i:i + k])
             continue
-        x = torch.cat([groups[g][m].view(copies, rows, 2, k, c).permute(1, 4, 3, 0, 2)
-                       for groups in pieces for g, _, k in ins], dim=2)  # (R, C, S_in n_in, copies, 2)
-        y = weights[m] @ x.view(rows, c, x.shape[2], copies * 2)  # (R, C, S_out n_out, copies g)
-        for s, part in enumerate(y.view(rows, c, parities_out, n_out, copies, 2).unbind(2)):
-            for (g, _, k), block in zip(outs, part.split(sizes, dim=2)):
-                out[s][g].append(block.permute(3, 0, 4, 2, 1).reshape(edges, 2 * k, c))
+        x = _join([groups[g][m] for groups in pieces for g, _, _ in ins], 2)  # (D, 2, S_in n_in, C)
+        y = channel_mix(weights[m].permute(0, 2, 3, 1), x).view(edges, 2, parities_out, n_out, c)
+        for t in range(parities_out):
+            for g, i, k in outs:
+                out[t][g].append(y[:, :, t, i:i + k].reshape(edges, 2 * k, c))
     frames = [[torch.cat(blocks, dim=1) for blocks in groups] for groups in out]
     return rotate_back_and_sum(frames, geometry, layout, parities_in, n, inv_avg_neighbors)
 
