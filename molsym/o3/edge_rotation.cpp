@@ -140,9 +140,11 @@ int molsym_rotate_into(int float64, const void* rot, const void* x, const int64_
                        void* y, int64_t D, int64_t N, int K, int P, int C, int threads) {
   if (!in_range(idx, D, N)) return 1;
   if (float64)
-    into<double, 8>((const double*)rot, (const double*)x, x_strides[0], x_strides[1], idx, (double*)y, D, K, P, C, threads);
+    into<double, 8>((const double*)rot, (const double*)x, x_strides[0], x_strides[1], idx, (double*)y, D, K, P, C,
+                    threads);
   else
-    into<float, 16>((const float*)rot, (const float*)x, x_strides[0], x_strides[1], idx, (float*)y, D, K, P, C, threads);
+    into<float, 16>((const float*)rot, (const float*)x, x_strides[0], x_strides[1], idx, (float*)y, D, K, P, C,
+                    threads);
   return 0;
 }
 
@@ -151,9 +153,11 @@ int molsym_rotate_out_of(int float64, const void* rot, const void* f, const int6
                          const int64_t* z_strides, int64_t D, int64_t N, int K, int P, int C, int threads) {
   if (!in_range(idx, D, N)) return 1;
   if (float64)
-    out_of<double, 8>((const double*)rot, (const double*)f, idx, (double*)z, z_strides[0], z_strides[1], D, N, K, P, C, threads);
+    out_of<double, 8>((const double*)rot, (const double*)f, idx, (double*)z, z_strides[0], z_strides[1], D, N, K, P,
+                      C, threads);
   else
-    out_of<float, 16>((const float*)rot, (const float*)f, idx, (float*)z, z_strides[0], z_strides[1], D, N, K, P, C, threads);
+    out_of<float, 16>((const float*)rot, (const float*)f, idx, (float*)z, z_strides[0], z_strides[1], D, N, K, P,
+                      C, threads);
   return 0;
 }
 

@@ -154,7 +154,8 @@ class ReorderedOutputs(nn.Module):
         for layer in hidden:
             x = layer(x)
         sign = self.sign.to(last.weight.dtype)
-        return x, last.weight.index_select(0, self.index) * sign.unsqueeze(-1), last.bias.index_select(0, self.index) * sign
+        weight = last.weight.index_select(0, self.index) * sign.unsqueeze(-1)
+        return x, weight, last.bias.index_select(0, self.index) * sign
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, weight, bias = self._last(x)
