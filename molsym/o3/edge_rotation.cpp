@@ -35,15 +35,13 @@ inline void add_tile(const T* __restrict r_e, const T* __restrict f_e, int K, in
 template <typename T, int W>
 void into(const T* rot, const T* x, int64_t xn, int64_t xr, const int64_t* idx, T* y, int64_t D, int K, int P, int C,
           int threads) {
-  const int blocks = C / W, per_edge = blocks + C % W;
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t item = 0; item < D * per_edge; ++item) {
-    const int64_t e = item / per_edge;
-    const int b = (int)(item % per_edge);
-    const int c0 = b < blocks ? b * W : blocks * W + (b - blocks);
-    const T* in = x + idx[e] * xn + c0;
-    T* out = y + e * K * C + c0;
-    if (b < blocks) contract<T, W>(K, P, in, xr, rot + e * K * P, P, 1, out, C);
+  for (int64_t item = 0; item < channel_items(D, C, W); ++item) {
+    const ChannelBlock blk = channel_block(item, C, W);
+    const int64_t e = blk.row;
+    const T* in = x + idx[e] * xn + blk.c0;
+    T* out = y + e * K * C + blk.c0;
+    if (blk.full) contract<T, W>(K, P, in, xr, rot + e * K * P, P, 1, out, C);
     else contract<T, 1>(K, P, in, xr, rot + e * K * P, P, 1, out, C);
   }
 }

@@ -199,23 +199,20 @@ void backward_block(const Problem<T>& q, int64_t n, int c0, T* buf) {
 
 template <typename T, int W>
 void run(const Problem<T>& q, int64_t nodes, int channels, int backward, int threads) {
-  const int blocks = channels / W, tail = channels % W, per_node = blocks + tail;
   const Shape& s = q.s;
   const int64_t scratch = (int64_t)W * ((int64_t)s.M * (s.L1 + s.nt) + (int64_t)(2 * q.K + 2) * s.P);
 #pragma omp parallel num_threads(threads)
   {
     std::vector<T> buf(scratch);
 #pragma omp for schedule(static)
-    for (int64_t item = 0; item < nodes * per_node; ++item) {
-      const int64_t n = item / per_node;
-      const int b = (int)(item % per_node);
-      const int c0 = b < blocks ? b * W : blocks * W + (b - blocks);  // the tail one channel at a time
+    for (int64_t item = 0; item < channel_items(nodes, channels, W); ++item) {
+      const ChannelBlock blk = channel_block(item, channels, W);  // the tail one channel at a time
       if (backward) {
-        if (b < blocks) backward_block<T, W>(q, n, c0, buf.data());
-        else backward_block<T, 1>(q, n, c0, buf.data());
+        if (blk.full) backward_block<T, W>(q, blk.row, blk.c0, buf.data());
+        else backward_block<T, 1>(q, blk.row, blk.c0, buf.data());
       } else {
-        if (b < blocks) forward_block<T, W>(q, n, c0, buf.data());
-        else forward_block<T, 1>(q, n, c0, buf.data());
+        if (blk.full) forward_block<T, W>(q, blk.row, blk.c0, buf.data());
+        else forward_block<T, 1>(q, blk.row, blk.c0, buf.data());
       }
     }
   }

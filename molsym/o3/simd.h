@@ -39,4 +39,16 @@ void contract(int n_out, int n_in, const T* in, int64_t is, const T* coef, int64
   if (o < n_out) tile<T, W, 1>(n_in, in, is, coef + o * co, co, ci, out + o * os, os);
 }
 
+// Loops over (row, block of channels): C channels form C / W blocks of W, then C % W blocks of one.
+struct ChannelBlock {
+  int64_t row;
+  int c0;     // first channel
+  bool full;  // W channels (else one)
+};
+inline int64_t channel_items(int64_t rows, int C, int W) { return rows * (C / W + C % W); }
+inline ChannelBlock channel_block(int64_t item, int C, int W) {
+  const int blocks = C / W, per_row = blocks + C % W, b = (int)(item % per_row);
+  return ChannelBlock{item / per_row, b < blocks ? b * W : blocks * W + (b - blocks), b < blocks};
+}
+
 }  // namespace

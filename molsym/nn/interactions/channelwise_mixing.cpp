@@ -40,17 +40,15 @@ inline void mix_rows(const T* w, int64_t wo, int64_t wi, const T* in, int n_in, 
 template <typename T, int W>
 void mix(const T* w, int64_t wr, int64_t wo, int64_t wi, const T* x, T* y, int64_t D, int64_t R, int H, int n_out,
          int n_in, int C, int threads) {
-  const int blocks = C / W, per_edge = blocks + C % W;
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t item = 0; item < D * per_edge; ++item) {
-    const int64_t e = item / per_edge;
-    const int b = (int)(item % per_edge);
-    const int c0 = b < blocks ? b * W : blocks * W + (b - blocks);
-    const T* w_r = w + (e % R) * wr + c0;
+  for (int64_t item = 0; item < channel_items(D, C, W); ++item) {
+    const ChannelBlock blk = channel_block(item, C, W);
+    const int64_t e = blk.row;
+    const T* w_r = w + (e % R) * wr + blk.c0;
     for (int h = 0; h < H; ++h) {
-      const T* in = x + (e * H + h) * (int64_t)n_in * C + c0;
-      T* out = y + (e * H + h) * (int64_t)n_out * C + c0;
-      if (b < blocks) mix_rows<T, W>(w_r, wo, wi, in, n_in, n_out, C, out);
+      const T* in = x + (e * H + h) * (int64_t)n_in * C + blk.c0;
+      T* out = y + (e * H + h) * (int64_t)n_out * C + blk.c0;
+      if (blk.full) mix_rows<T, W>(w_r, wo, wi, in, n_in, n_out, C, out);
       else mix_rows<T, 1>(w_r, wo, wi, in, n_in, n_out, C, out);
     }
   }
@@ -85,15 +83,13 @@ inline void outer_row(const T* a, const T* b, int64_t row, int64_t copies, int64
 
 template <typename T, int W>
 void outer(const T* a, const T* b, T* g, int64_t D, int64_t R, int H, int n_a, int n_b, int C, int threads) {
-  const int blocks = C / W, per_row = blocks + C % W;
   const int64_t copies = D / R;
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t item = 0; item < R * per_row; ++item) {
-    const int64_t r = item / per_row;
-    const int blk = (int)(item % per_row);
-    const int c0 = blk < blocks ? blk * W : blocks * W + (blk - blocks);
-    if (blk < blocks) outer_row<T, W>(a + c0, b + c0, r, copies, R, H, n_a, n_b, C, g + c0);
-    else outer_row<T, 1>(a + c0, b + c0, r, copies, R, H, n_a, n_b, C, g + c0);
+  for (int64_t item = 0; item < channel_items(R, C, W); ++item) {
+    const ChannelBlock blk = channel_block(item, C, W);
+    const int c0 = blk.c0;
+    if (blk.full) outer_row<T, W>(a + c0, b + c0, blk.row, copies, R, H, n_a, n_b, C, g + c0);
+    else outer_row<T, 1>(a + c0, b + c0, blk.row, copies, R, H, n_a, n_b, C, g + c0);
   }
 }
 
