@@ -160,4 +160,3 @@ def eager_cpu(*tensors) -> bool:
     dtype = tensors[0].dtype
     return dtype in (torch.float32, torch.float64) and all(
         t.device.type == "cpu" and t.dtype == dtype and plain(t) for t in tensors)
-
