@@ -120,6 +120,7 @@ def test_batched_gradients_and_torch_func_take_the_reference_path():
     torch.testing.assert_close(jac, jac_ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
 def test_a_trace_records_the_reference_operations():
     rotation, x, frames, index = problem()
     traced = torch.jit.trace(lambda r, h: rotate_into(r, h, index), (rotation, x.contiguous()))
