@@ -144,6 +144,21 @@ def load(source: str) -> ctypes.CDLL | None:
     return None
 
 
+def load_functions(source: str, signatures: dict[str, str]) -> ctypes.CDLL | None:
+    """:func:`load`, with each named entry point's arguments typed and an int result.
+
+    signatures: entry point -> its argument types, one letter each: ``i`` int, ``l`` int64,
+    ``d`` double, ``p`` pointer.
+    """
+    library = load(source)
+    if library is not None:
+        kinds = {"i": ctypes.c_int, "l": ctypes.c_int64, "d": ctypes.c_double, "p": ctypes.c_void_p}
+        for name, letters in signatures.items():
+            function = getattr(library, name)
+            function.argtypes, function.restype = [kinds[letter] for letter in letters], ctypes.c_int
+    return library
+
+
 def plain(t) -> bool:
     """A tensor with storage of its own: no torch.func wrapper, no batched gradient of autograd's
     ``is_grads_batched``, no active transform (what a kernel can read through its pointer)."""

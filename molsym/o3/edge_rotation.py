@@ -31,18 +31,8 @@ _int64_2 = ctypes.c_int64 * 2
 
 @functools.lru_cache(maxsize=1)
 def _library():
-    library = native.load(SOURCE)
-    if library is not None:
-        common = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        library.molsym_rotate_into.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                               ctypes.c_void_p, ctypes.c_void_p, *common]
-        library.molsym_rotate_out_of.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                                 ctypes.c_void_p, ctypes.c_void_p, *common]
-        library.molsym_edge_outer.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                              ctypes.c_void_p, *common]
-        for function in (library.molsym_rotate_into, library.molsym_rotate_out_of, library.molsym_edge_outer):
-            function.restype = ctypes.c_int
-    return library
+    return native.load_functions(SOURCE, {"molsym_rotate_into": "ippppplliiii", "molsym_rotate_out_of": "ippppplliiii",
+                                          "molsym_edge_outer": "ipppplliiii"})
 
 
 def available() -> bool:

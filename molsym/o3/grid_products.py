@@ -35,14 +35,7 @@ _int64_3 = ctypes.c_int64 * 3
 
 @functools.lru_cache(maxsize=1)
 def _library():
-    library = native.load(SOURCE)
-    if library is not None:
-        library.molsym_grid_products.argtypes = [
-            ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-            ctypes.c_int, ctypes.c_double, ctypes.c_void_p, ctypes.c_int]
-        library.molsym_grid_products.restype = ctypes.c_int
-    return library
+    return native.load_functions(SOURCE, {"molsym_grid_products": "iippppppliiiiidpi"})
 
 
 def available() -> bool:

@@ -29,16 +29,8 @@ _int64_3 = ctypes.c_int64 * 3
 
 @functools.lru_cache(maxsize=1)
 def _library():
-    library = native.load(SOURCE)
-    if library is not None:
-        library.molsym_channelwise_mix.argtypes = [
-            ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-            ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        library.molsym_channelwise_outer.argtypes = [
-            ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-            ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        library.molsym_channelwise_mix.restype = library.molsym_channelwise_outer.restype = ctypes.c_int
-    return library
+    return native.load_functions(SOURCE, {"molsym_channelwise_mix": "ipppplliiiii",
+                                          "molsym_channelwise_outer": "ippplliiiii"})
 
 
 def available() -> bool:
