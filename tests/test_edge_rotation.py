@@ -50,6 +50,9 @@ def test_kernels_equal_the_reference(channels, dtype):
     out = rotate_out_of(rotation, frames, index, x.shape[0])
     torch.testing.assert_close(out, reference_out_of(rotation, frames, index, x.shape[0]), rtol=tol, atol=tol)
     assert torch.all(out[-1] == 0)  # a node without edges
+    strided = torch.stack((index, index), dim=1)[:, 1]  # an index that is a strided view
+    torch.testing.assert_close(rotate_into(rotation, x, strided), into, rtol=0, atol=0)
+    torch.testing.assert_close(rotate_out_of(rotation, frames, strided, x.shape[0]), out, rtol=0, atol=0)
     torch.testing.assert_close(edge_outer(frames, x, index), reference_outer(frames, x, index), rtol=tol, atol=tol)
 
 

@@ -136,7 +136,7 @@ def rotate_into(rotation: torch.Tensor, x: torch.Tensor, index: torch.Tensor) ->
     if not torch.jit.is_tracing():  # shapes are fixed in a trace
         _check(rotation, x, index, node_side=True)
     if _kernel(rotation, x):  # the kernel reads contiguous rotations and channels
-        return _RotateInto.apply(rotation.contiguous(), x if x.stride(-1) == 1 else x.contiguous(), index)
+        return _RotateInto.apply(rotation.contiguous(), x if x.stride(-1) == 1 else x.contiguous(), index.contiguous())
     return torch.bmm(rotation, x.index_select(0, index))
 
 
@@ -150,7 +150,7 @@ def edge_outer(a: torch.Tensor, b: torch.Tensor, index: torch.Tensor) -> torch.T
     if index.dtype != torch.long:
         raise TypeError(f"edge outer product: the index must be int64, got {index.dtype}")
     if _kernel(a, b):
-        return _EdgeOuter.apply(a.contiguous(), b, index)
+        return _EdgeOuter.apply(a.contiguous(), b, index.contiguous())
     return torch.bmm(a, b.index_select(0, index).transpose(1, 2))
 
 
@@ -160,5 +160,5 @@ def rotate_out_of(rotation: torch.Tensor, frames: torch.Tensor, index: torch.Ten
     if not torch.jit.is_tracing():
         _check(rotation, frames, index, node_side=False)
     if _kernel(rotation, frames):
-        return _RotateOutOf.apply(rotation.contiguous(), frames.contiguous(), index, int(num_nodes))
+        return _RotateOutOf.apply(rotation.contiguous(), frames.contiguous(), index.contiguous(), int(num_nodes))
     return scatter_sum(torch.bmm(rotation.transpose(1, 2), frames), index, num_nodes)
