@@ -89,7 +89,7 @@ def test_one_and_two_threads_give_the_same_bits():
         assert torch.equal(a, b)
 
 
-def test_batched_gradients_take_the_reference_path_and_no_edges_are_fine():
+def test_batched_gradients_take_the_reference_path_and_no_edges_are_fine(monkeypatch):
     weights, x, _ = problem()
     a = x.detach().clone().requires_grad_(True)
     out = channel_mix(weights, a)
@@ -97,8 +97,10 @@ def test_batched_gradients_take_the_reference_path_and_no_edges_are_fine():
     (batched,) = torch.autograd.grad(out, a, basis, is_grads_batched=True)
     expected = torch.stack([reference_mix(weights, v, True) for v in basis])
     torch.testing.assert_close(batched, expected, rtol=1e-12, atol=1e-12)
-    empty = channel_mix(weights[:0], x[:0])
-    assert empty.shape == (0, 2, 5, 5) and channel_outer(empty, x[:0], 0).shape == (0, 5, 3, 5)
+    for kernel in (True, False):  # no edges, on the kernel and on the PyTorch path
+        monkeypatch.setattr(channelwise_mixing, "_kernel", lambda *tensors, kernel=kernel: kernel)
+        empty = channel_mix(weights[:0], x[:0])
+        assert empty.shape == (0, 2, 5, 5) and channel_outer(empty, x[:0], 0).shape == (0, 5, 3, 5)
 
 
 def test_bad_input_is_refused():

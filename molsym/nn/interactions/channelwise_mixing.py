@@ -107,7 +107,7 @@ def channel_mix(weights: torch.Tensor, x: torch.Tensor, transpose: bool = False)
         return _Mix.apply(weights if weights.stride(-1) == 1 else weights.contiguous(), x.contiguous(), transpose)
     matrices = weights.permute(0, 3, 2, 1) if transpose else weights.permute(0, 3, 1, 2)  # (R, C, out, in)
     frames = x.reshape(copies, r, h, n_in, c).permute(0, 1, 4, 3, 2)  # (copies, R, C, in, H)
-    return (matrices @ frames).permute(0, 1, 4, 3, 2).reshape(d, h, -1, c)
+    return (matrices @ frames).permute(0, 1, 4, 3, 2).reshape(d, h, i if transpose else o, c)
 
 
 def channel_outer(a: torch.Tensor, b: torch.Tensor, rows: int) -> torch.Tensor:
@@ -120,5 +120,6 @@ def channel_outer(a: torch.Tensor, b: torch.Tensor, rows: int) -> torch.Tensor:
     if _kernel(a, b):
         return _Outer.apply(a.contiguous(), b.contiguous(), int(rows))
     left = a.reshape(copies, rows, h, o, c).permute(1, 4, 3, 0, 2).reshape(rows, c, o, copies * h)
-    right = b.reshape(copies, rows, h, -1, c).permute(1, 4, 0, 2, 3).reshape(rows, c, copies * h, -1)
+    i = b.shape[2]
+    right = b.reshape(copies, rows, h, i, c).permute(1, 4, 0, 2, 3).reshape(rows, c, copies * h, i)
     return (left @ right).permute(0, 2, 3, 1)
