@@ -11,6 +11,7 @@ import torch
 
 from molsym.data import keys as K
 from molsym.models.derivatives import energy_forces_stress, hessian
+from molsym.o3.wigner import wigner_blocks
 
 
 def random_orthogonal(dtype=torch.float64, parity: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -22,6 +23,30 @@ def random_orthogonal(dtype=torch.float64, parity: bool = True, generator: torch
     if parity:
         q = -q
     return q.to(dtype)
+
+
+def rotate_spherical(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Act with the O(3) element ``rotation`` on spherical features x (N, S, (L+1)^2, C): degree l
+    of parity class s gets D^l(det R R) det(R)^(l + s) (e3nn's convention)."""
+    det = float(torch.det(rotation))
+    lmax = int(round(x.shape[2] ** 0.5)) - 1
+    blocks = wigner_blocks((rotation * det).to(x.dtype).unsqueeze(0), lmax)
+    return torch.stack([torch.cat([torch.einsum("ij,njc->nic", d[0], x[:, s, l * l:(l + 1) ** 2]) * det ** (l + s)
+                                   for l, d in enumerate(blocks)], dim=1) for s in range(x.shape[1])], dim=1)
+
+
+def across_threads(function, counts=(1, 2)) -> list:
+    """``function()`` evaluated with each number of intra-op threads in ``counts`` (the previous
+    number restored afterwards): for checks that results do not depend on the thread count."""
+    previous = torch.get_num_threads()
+    try:
+        results = []
+        for count in counts:
+            torch.set_num_threads(count)
+            results.append(function())
+        return results
+    finally:
+        torch.set_num_threads(previous)
 
 
 def transform_graph(graph: dict, rotation: torch.Tensor, translation: torch.Tensor | None = None) -> dict:

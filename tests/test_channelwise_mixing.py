@@ -10,6 +10,7 @@ import torch
 from molsym import native
 from molsym.nn.interactions import channelwise_mixing
 from molsym.nn.interactions.channelwise_mixing import channel_mix, channel_outer
+from molsym.testing import across_threads
 
 pytestmark = pytest.mark.skipif(not channelwise_mixing.available(),
                                 reason=f"mixing kernel not built: {native.status(channelwise_mixing.SOURCE)}")
@@ -77,14 +78,8 @@ def test_gradcheck_and_gradgradcheck():
 
 def test_one_and_two_threads_give_the_same_bits():
     weights, x, y = problem(rows=2000, channels=21, dtype=torch.float32)
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for count in (1, 2):
-            torch.set_num_threads(count)
-            results.append((channel_mix(weights, x), channel_mix(weights, y, True), channel_outer(y, x, 2000)))
-    finally:
-        torch.set_num_threads(threads)
+    results = across_threads(lambda: (channel_mix(weights, x), channel_mix(weights, y, True),
+                                      channel_outer(y, x, 2000)))
     for a, b in zip(*results):
         assert torch.equal(a, b)
 

@@ -11,6 +11,7 @@ from molsym import native
 from molsym.nn.scatter import scatter_sum
 from molsym.o3 import edge_rotation
 from molsym.o3.edge_rotation import edge_outer, rotate_into, rotate_out_of
+from molsym.testing import across_threads
 
 pytestmark = pytest.mark.skipif(not edge_rotation.available(),
                                 reason=f"edge-rotation kernel not built: {native.status(edge_rotation.SOURCE)}")
@@ -96,14 +97,8 @@ def test_gradcheck_and_gradgradcheck():
 def test_one_and_two_threads_give_the_same_bits():
     """Also past one chunk of the sum (16,384 edges), where chunks are summed separately."""
     rotation, x, frames, index = problem(edges=40_000, nodes=50, rows=5, cols=6, channels=17, dtype=torch.float32)
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for count in (1, 2):
-            torch.set_num_threads(count)
-            results.append((rotate_into(rotation, x, index), rotate_out_of(rotation, frames, index, x.shape[0])))
-    finally:
-        torch.set_num_threads(threads)
+    results = across_threads(lambda: (rotate_into(rotation, x, index),
+                                      rotate_out_of(rotation, frames, index, x.shape[0])))
     for a, b in zip(*results):
         assert torch.equal(a, b)
     torch.testing.assert_close(results[0][1], reference_out_of(rotation, frames, index, x.shape[0]),

@@ -20,7 +20,6 @@ from molsym.nn.interactions.gaunt import GauntConvolution, GauntLayer, GauntSett
 from molsym.nn.scatter import scatter_sum
 from molsym.o3.gaunt import e3nn_path_constant, gaunt_coefficients, gaunt_contraction
 from conftest import ELEMENTS, bpa_frames
-from test_gaunt import rotate
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 ROOT_4PI = math.sqrt(4 * math.pi)
@@ -162,16 +161,12 @@ def test_layer_is_equivariant_with_pseudotensors():
                        FeatureForm.spherical(4, 2, 2)).to(torch.float64)
     x = torch.randn(graph["positions"].shape[0], 2, 9, 4, generator=torch.Generator().manual_seed(2))
 
-    def rotate_features(f, r):
-        det = float(torch.det(r))
-        return torch.stack([rotate(f[:, s], r, 2) * det ** s for s in range(2)], dim=1)
-
     ref = layer(x, model.geometry(graph), graph)
     for parity in (False, True):
         r = testing.random_orthogonal(parity=parity, generator=torch.Generator().manual_seed(5))
         moved = testing.transform_graph(graph, r)
-        out = layer(rotate_features(x, r), model.geometry(moved), moved)
-        torch.testing.assert_close(out, rotate_features(ref, r), rtol=0, atol=1e-10)
+        out = layer(testing.rotate_spherical(x, r), model.geometry(moved), moved)
+        torch.testing.assert_close(out, testing.rotate_spherical(ref, r), rtol=0, atol=1e-10)
 
 
 def test_settings_are_validated():

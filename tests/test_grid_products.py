@@ -18,8 +18,7 @@ from molsym.nn.interactions.gaunt import GauntSettings, ProductBasis, gaunt_outp
 from molsym.o3 import grid_products
 from molsym.o3.grid_products import GridProductKernel, grid_products as fused_products
 from molsym.o3.sphere_grid import GaussGrid
-from molsym.o3.wigner import wigner_blocks
-from molsym.testing import random_orthogonal
+from molsym.testing import across_threads, random_orthogonal, rotate_spherical
 
 pytestmark = pytest.mark.skipif(not grid_products.available(),
                                 reason=f"no grid-product kernel: {native.status(grid_products.SOURCE)}")
@@ -65,15 +64,6 @@ def test_kernel_equals_the_pytorch_path_with_derivatives(correlation, lmax, chan
     assert relative(fused[3], reference[1]) < 1e-12
 
 
-def rotate_classes(m: torch.Tensor, rotation: torch.Tensor, lmax: int) -> torch.Tensor:
-    """(N, 2, D, C) features of two parity classes under R: degree l of class s gets
-    D^l(det R R) det(R)^(l + s)."""
-    det = float(torch.det(rotation))
-    blocks = wigner_blocks((rotation * det).unsqueeze(0), lmax)
-    return torch.stack([torch.cat([torch.einsum("ij,njc->nic", d[0], m[:, s, l * l:(l + 1) ** 2]) * det ** (l + s)
-                                   for l, d in enumerate(blocks)], dim=1) for s in range(2)], dim=1)
-
-
 @pytest.mark.parametrize("parity", [False, True])
 def test_kernel_product_basis_is_o3_equivariant(parity):
     """B(R m) = R B(m) for proper and improper rotations, through the kernel (eval mode)."""
@@ -82,7 +72,7 @@ def test_kernel_product_basis_is_o3_equivariant(parity):
     m = torch.randn(6, 2, (lmax + 1) ** 2, 5, dtype=torch.float64)
     r = random_orthogonal(parity=parity, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
-        assert relative(basis(rotate_classes(m, r, lmax)), rotate_classes(basis(m), r, lmax)) < 1e-12
+        assert relative(basis(rotate_spherical(m, r)), rotate_spherical(basis(m), r)) < 1e-12
 
 
 def test_float32_kernel_is_float64_accurate_to_float32_rounding():
@@ -130,15 +120,12 @@ def test_kernel_on_grids_with_an_even_number_of_angles_and_any_factor_count(band
 def test_threads_give_the_same_numbers():
     basis = product_basis(16, 3, 3)
     m = torch.randn(64, 2, 16, 16, dtype=torch.float64, requires_grad=True)
-    previous = torch.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            out = basis(m)
-            results.append((out, torch.autograd.grad(out.square().sum(), m)[0]))
-    finally:
-        torch.set_num_threads(previous)
+
+    def values_and_gradient():
+        out = basis(m)
+        return out, torch.autograd.grad(out.square().sum(), m)[0]
+
+    results = across_threads(values_and_gradient)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 

@@ -41,7 +41,6 @@ def keep_freed_memory(trim_threshold: int = 1 << 30) -> bool:
     return bool(ok)
 
 
-
 def _glibc():
     name = ctypes.util.find_library("c")
     if name is None:
