@@ -25,12 +25,18 @@ EXAMPLES = ROOT / "examples" / "3bpa"
 
 
 def models() -> dict[str, dict]:
-    """The model sections of the examples/3bpa configs, and the default TensorNet."""
+    """The default recipe's model (a config of data paths only), the model section of every
+    examples/3bpa config, and the recipe's larger sizes (the 2-hour config at 64 and 128 channels)."""
     import yaml
 
-    found = {f"{path.stem} ({path.relative_to(ROOT)})": yaml.safe_load(path.read_text())["model"]
-             for path in sorted(EXAMPLES.glob("*.yaml"))}
-    found["tensornet defaults (128 channels, 32 radial)"] = {"family": "tensornet"}
+    from molsym.train.recipe import model_config
+
+    found = {"default recipe (train/recipe.py: TensorNet 32 channels, cutoff 4.5)": model_config({})}
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        found[f"{path.stem} ({path.relative_to(ROOT)})"] = yaml.safe_load(path.read_text())["model"]
+    two_hours = yaml.safe_load((EXAMPLES / "tensornet_2h.yaml").read_text())["model"]
+    for channels in (64, 128):
+        found[f"tensornet_2h at {channels} channels"] = {**two_hours, "channels": channels}
     return found
 
 
