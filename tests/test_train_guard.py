@@ -40,6 +40,16 @@ def test_judging_spikes_and_non_finite_losses():
     assert restored.state_dict() == guard.state_dict()
 
 
+def test_restarting_the_level_accepts_a_reweighted_loss_without_a_spike():
+    guard = LossGuard(SETTINGS)
+    for loss in (5.0, 4.0, 3.0):
+        guard.judge(loss, 1.0)
+    guard.restart_level()  # the loss was redefined (stage two's weights): its scale is unknown again
+    assert guard.level() == math.inf
+    assert [guard.judge(loss, 1.0) for loss in (400.0, 300.0, 500.0)] == [GOOD] * 3
+    assert guard.level() == 400.0 and guard.total == {SPIKE: 0, NONFINITE: 0} and guard.lr_scale == 1.0
+
+
 def test_a_burst_of_spikes_cuts_the_learning_rate_once():
     """Spikes between good steps (the pattern that once halved the LR eleven times in thirteen steps) form one
     episode: one cut; once the episode has closed (``window`` good steps in a row) the next spike cuts again."""

@@ -10,7 +10,7 @@ from molsym.train import loop
 from molsym.train.cli import main
 from molsym.train.log import read_csv
 from molsym.train.schedule import LearningRate
-from train_helpers import metric_columns, tiny_config, write_config
+from train_helpers import StepClock, metric_columns, tiny_config, write_config
 
 COSINE = {"type": "cosine", "min_lr": 1e-5, "factor": 0.5, "patience": 1, "threshold": 0.0,
           "warmup_epochs": 1, "warmup_start": 0.01, "fit_to_budget": True}
@@ -87,20 +87,6 @@ def test_fitted_schedule_is_saved_and_restored():
     old, _ = _schedule()
     old.load_state_dict(legacy)  # a run saved before progress was tracked: the cosine over its epochs
     assert old.total_steps == 1000 and old.progress == pytest.approx(40 / 990)
-
-
-class StepClock:
-    """A clock that advances ``tick`` seconds at every reading; raises ``stop_after`` readings in (a kill)."""
-
-    def __init__(self, tick: float = 1.0, stop_after: int | None = None):
-        self.now, self.tick, self.readings, self.stop_after = 0.0, tick, 0, stop_after
-
-    def __call__(self) -> float:
-        self.readings += 1
-        if self.stop_after is not None and self.readings > self.stop_after:
-            raise KeyboardInterrupt("killed")
-        self.now += self.tick
-        return self.now
 
 
 BUDGET = 60.0  # mocked seconds: 4 steps per epoch read the clock 6 times (5 s of training per epoch) -> 12 epochs

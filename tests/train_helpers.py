@@ -55,3 +55,17 @@ def run_cli(*args: str, timeout: float = 300, env_extra: dict | None = None) -> 
 def metric_columns(history: list[dict]) -> list[dict]:
     """History rows without the wall-clock columns (which differ between runs)."""
     return [{k: v for k, v in row.items() if k not in ("time_s", "structures_per_s")} for row in history]
+
+
+class StepClock:
+    """A clock that advances ``tick`` seconds at every reading; raises ``stop_after`` readings in (a kill)."""
+
+    def __init__(self, tick: float = 1.0, stop_after: int | None = None):
+        self.now, self.tick, self.readings, self.stop_after = 0.0, tick, 0, stop_after
+
+    def __call__(self) -> float:
+        self.readings += 1
+        if self.stop_after is not None and self.readings > self.stop_after:
+            raise KeyboardInterrupt("killed")
+        self.now += self.tick
+        return self.now

@@ -21,6 +21,8 @@ marked required; ``molsym train --help-config`` prints this table)::
     schedule: {type: cosine, warmup_epochs: 1, min_lr: 1e-5, fit_to_budget: true}
     ema: {decay: 0.99}           # or null for none
     guard: {factor: 10, lr_factor: 0.5, max_nonfinite: 3}   # divergence guard, or null for none
+    stage_two: null              # or {start: 0.75, energy: 1000, forces: 100}: reweight the loss for
+                                 # the last quarter of the run (molsym.train.stages)
     clip_grad_norm: 10.0         # or null
     epochs: auto                 # about 6000 optimiser steps; the cosine is fitted to max_time
     max_time: null               # wall-clock budget: seconds, or "90s", "20m", "2h"
@@ -232,6 +234,17 @@ GUARD = {
     "max_nonfinite": Field((int,), 3, "non-finite steps in a row that stop training (non-zero exit)", _positive),
 }
 
+STAGE_TWO = {
+    "start": Field(NUMBER, 0.75, "fraction of the run (of its optimiser steps as planned, or of max_time, whichever "
+                   "is further along) after which stage two begins", lambda v: None if 0 < v < 1 else "must lie in (0, 1)"),
+    "energy": Field(NUMBER, 1000.0, "stage two's energy-per-atom weight ((eV/atom)^-2), replacing loss.energy",
+                    _non_negative, nullable=True),
+    "forces": Field(NUMBER, 100.0, "stage two's force-component weight ((eV/Å)^-2), replacing loss.forces",
+                    _non_negative, nullable=True),
+    "stress": Field(NUMBER, None, "stage two's stress weight ((eV/Å³)^-2), replacing loss.stress; null keeps it",
+                    _non_negative, nullable=True),
+}
+
 EMA = {
     "decay": Field(NUMBER, 0.99, "exponential moving average of the weights: w_ema <- d w_ema + (1 - d) w",
                    _unit_interval_open),
@@ -244,8 +257,10 @@ SECTIONS: dict[str, dict[str, Field]] = {
     "schedule": SCHEDULE,
     "ema": EMA,
     "guard": GUARD,
+    "stage_two": STAGE_TWO,
 }
-NULLABLE_SECTIONS = ("ema", "guard")
+NULLABLE_SECTIONS = ("ema", "guard", "stage_two")
+OFF_BY_DEFAULT = ("stage_two",)  # absent means null
 
 
 def _type_name(types: tuple) -> str:
@@ -320,7 +335,7 @@ def validate_config(raw, base_dir: str | os.PathLike = ".") -> dict:
     _unknown("", raw, known, problems)
     config = {key: _check_value(key, field, raw.get(key, field.default), problems) for key, field in TOP.items()}
     for name, schema in SECTIONS.items():
-        given = raw.get(name, {})
+        given = raw.get(name, None if name in OFF_BY_DEFAULT else {})
         if given is None and name in NULLABLE_SECTIONS:
             config[name] = None
             continue
@@ -354,6 +369,11 @@ def validate_config(raw, base_dir: str | os.PathLike = ".") -> dict:
     if isinstance(config["max_time"], (str, int, float)) and not _duration(config["max_time"]):
         config["max_time"] = parse_duration(config["max_time"])
     loss = config["loss"]
+    stage_two = config["stage_two"]
+    if stage_two is not None and all(
+            (loss[name] if stage_two[name] is None else stage_two[name]) == 0 for name in ("energy", "forces", "stress")
+    ) and all(loss[name] == 0 for name in ("hessian", "hessian_head", "hessian_eigen")):
+        problems.append("stage_two: every weight of stage two is 0; give energy, forces or stress a positive weight")
     if all(loss[name] == 0 for name in ("energy", "forces", "stress", "hessian", "hessian_head", "hessian_eigen")):
         problems.append("loss: every weight is 0; give at least one of energy, forces, stress, hessian, "
                         "hessian_head, hessian_eigen a positive weight")

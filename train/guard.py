@@ -181,6 +181,11 @@ class LossGuard:
             self._close_episode()
         return GOOD
 
+    def restart_level(self) -> None:
+        """Forget the running loss level (the loss was redefined, e.g. reweighted); spikes are judged again
+        after ``min_steps`` accepted losses. The saved states stay valid rollback targets."""
+        self.recent.clear()
+
     def _event(self, kind: str) -> None:
         self.total[kind] += 1
         self.epoch_counts[kind] += 1

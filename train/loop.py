@@ -12,7 +12,9 @@ are rolled back and lower the LR; non-finite losses that persist stop the
 run with :class:`~molsym.train.guard.TrainingDiverged` (the CLI exits
 non-zero), leaving ``last.pt`` as the last epoch wrote it and ``best.pt``
 holding good weights. A cosine schedule with ``max_time`` is fitted to the
-budget after every epoch (:meth:`LearningRate.fit_to_budget`).
+budget after every epoch (:meth:`LearningRate.fit_to_budget`). With
+``stage_two``, the loss is reweighted for the end of the run
+(:mod:`molsym.train.stages`).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from molsym.train.losses import TERMS, eigen_pairs, error_sums, predict_batch, u
 from molsym.train.metrics import MetricSums, format_table
 from molsym.train.sampler import GlobalBatchSampler
 from molsym.train.schedule import LearningRate
+from molsym.train.stages import TwoStages
 
 clock = time.monotonic  # seconds; the time budget's clock (tests replace it)
 
@@ -110,9 +113,10 @@ class Run:
         self.schedule = LearningRate(self.optimizer, config["schedule"], opt["lr"], steps, config["epochs"])
         self.ema = WeightAverage(self.model, config["ema"]["decay"]) if config["ema"] else None
         self.guard = LossGuard(config["guard"]) if config["guard"] else None
+        self.stages = TwoStages(config["loss"], config["stage_two"])
         self.targets = {
-            "forces": config["loss"]["forces"] > 0 or has_target(self.splits.train, K.FORCES),
-            "stress": config["loss"]["stress"] > 0,
+            "forces": self.stages.needs("forces") or has_target(self.splits.train, K.FORCES),
+            "stress": self.stages.needs("stress"),
         }
         self.epoch, self.step_in_epoch, self.elapsed = 0, 0, 0.0
         self.epoch_start_elapsed = 0.0  # training seconds spent before the current epoch
@@ -133,6 +137,7 @@ class Run:
             self.ema.load_state_dict(training["ema"])
         if self.guard is not None and training.get("guard") is not None:
             self.guard.load_state_dict(training["guard"])
+        self.stages.load_state_dict(training.get("stages"))
         position = training["position"]
         self.epoch, self.step_in_epoch = int(position["epoch"]), int(position["step_in_epoch"])
         self.elapsed = float(position["elapsed"])
@@ -163,6 +168,7 @@ class Run:
             "schedule": self.schedule.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "guard": self.guard.state_dict() if self.guard is not None else None,
+            "stages": self.stages.state_dict(),
             "random": run_files.random_states(),
             "position": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "elapsed": self.elapsed,
                          "epoch_start_elapsed": self.epoch_start_elapsed},
@@ -197,7 +203,7 @@ class Run:
             counts = torch.tensor([float(sums[name][0]) if name in sums else 0.0 for name in TERMS],
                                   dtype=torch.float64, device=self.device)
             counts = all_reduce_sum(counts, world)
-            loss = weighted_loss(sums, config["loss"], dict(zip(TERMS, counts.tolist())), world.size)
+            loss = weighted_loss(sums, self.stages.weights, dict(zip(TERMS, counts.tolist())), world.size)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = None
@@ -266,11 +272,13 @@ class Run:
         valid_loss = math.nan
         if self.splits.valid is not None and ((self.epoch + 1) % config["eval_every"] == 0 or last_epoch):
             sums = self.evaluate(self.splits.valid)
-            valid_loss = sums.loss(config["loss"])
+            valid_loss = sums.loss(self.stages.weights)
             row["valid_loss"] = valid_loss
             row.update({f"valid_{k}": v for k, v in sums.metrics().items()})
             self.schedule.report(valid_loss)
         row.update(events)
+        if self.stages.enabled:
+            row["stage"] = self.stages.stage
         self.schedule.fit_to_budget(self.schedule.step_count, self.elapsed, config["max_time"])
         seconds = self.elapsed - self.epoch_start_elapsed
         structures = sum(len(batch) for batch in self.sampler.global_batches())
@@ -291,7 +299,21 @@ class Run:
             write_csv(self.history, self.output / "log.csv")
             self.tensorboard.add(row, self.epoch)
             print(_summary(row), flush=True)
+        if self.stages.due(self.schedule.step_count, self.schedule.total_steps, self.elapsed, config["max_time"]):
+            self._begin_stage_two()
         return row
+
+    def _begin_stage_two(self) -> None:
+        """Reweight the loss from the next epoch on; the best checkpoint is chosen afresh by the new loss."""
+        self.stages.stage = 2
+        self.best_loss = math.inf
+        if self.guard is not None:
+            self.guard.restart_level()
+        if self.world.is_main:
+            weights = ", ".join(f"{name} {self.stages.weights[name]:g}" for name in ("energy", "forces", "stress")
+                                if self.stages.needs(name))
+            print(f"stage two from epoch {self.epoch + 1}: loss weights {weights}; best.pt is chosen afresh "
+                  f"by stage two's validation loss", flush=True)
 
     def stop_diverged(self) -> None:
         """After :class:`TrainingDiverged`: keep ``last.pt`` as it is, write ``best.pt`` if none exists yet
