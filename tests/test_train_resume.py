@@ -2,7 +2,6 @@
 that was never interrupted (same process settings: float64, one thread)."""
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 from molsym.train.log import read_csv
-from train_helpers import metric_columns, molsym_command, run_cli, tiny_config, write_config
+from train_helpers import assert_same_history, molsym_command, run_cli, tiny_config, write_config
 
 EPOCHS = 8
 
@@ -21,14 +20,6 @@ def _config(tmp_path, name, **sections):
     config = tiny_config(tmp_path / name, epochs=EPOCHS, ema={"decay": 0.9},
                          schedule={"type": "plateau", "patience": 0, "factor": 0.5, "warmup_epochs": 1}, **sections)
     return write_config(tmp_path / f"{name}.yaml", config)
-
-
-def _assert_same_history(resumed: list[dict], reference: list[dict]) -> None:
-    assert len(resumed) == len(reference) == EPOCHS
-    for got, want in zip(metric_columns(resumed), metric_columns(reference)):
-        assert got.keys() == want.keys()
-        for key in want:
-            assert math.isclose(got[key], want[key], rel_tol=1e-12, abs_tol=1e-15), (got["epoch"], key)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +48,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, uninterrupted):
     assert 2 <= killed_at < EPOCHS
     result = run_cli("train", str(config), "--resume")
     assert result.returncode == 0, result.stderr
-    _assert_same_history(read_csv(tmp_path / "killed" / "log.csv"), uninterrupted)
+    assert_same_history(read_csv(tmp_path / "killed" / "log.csv"), uninterrupted, EPOCHS)
 
 
 def test_time_budget_stops_mid_epoch_and_resume_continues_exactly(tmp_path, uninterrupted):
@@ -69,4 +60,4 @@ def test_time_budget_stops_mid_epoch_and_resume_continues_exactly(tmp_path, unin
     assert position["epoch"] == 0 and position["step_in_epoch"] == 1  # stopped after the first step
     result = run_cli("train", str(config), "--resume", "--set", "max_time=null")
     assert result.returncode == 0, result.stderr
-    _assert_same_history(read_csv(tmp_path / "budget" / "log.csv"), uninterrupted)
+    assert_same_history(read_csv(tmp_path / "budget" / "log.csv"), uninterrupted, EPOCHS)

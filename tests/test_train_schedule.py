@@ -10,7 +10,7 @@ from molsym.train import loop
 from molsym.train.cli import main
 from molsym.train.log import read_csv
 from molsym.train.schedule import LearningRate
-from train_helpers import StepClock, metric_columns, tiny_config, write_config
+from train_helpers import StepClock, assert_same_history, tiny_config, write_config
 
 COSINE = {"type": "cosine", "min_lr": 1e-5, "factor": 0.5, "patience": 1, "threshold": 0.0,
           "warmup_epochs": 1, "warmup_start": 0.01, "fit_to_budget": True}
@@ -126,8 +126,4 @@ def test_killed_fitted_run_resumes_to_the_same_history(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "clock", StepClock())
     assert main(["train", str(_config(tmp_path, "killed")), "--resume"]) == 0
     whole, resumed = (read_csv(tmp_path / name / "log.csv") for name in ("whole", "killed"))
-    assert len(whole) == len(resumed) == 12
-    for got, want in zip(metric_columns(resumed), metric_columns(whole)):
-        assert got.keys() == want.keys()
-        for key in want:
-            assert math.isclose(got[key], want[key], rel_tol=1e-12, abs_tol=1e-15), (got["epoch"], key)
+    assert_same_history(resumed, whole, 12)

@@ -2,7 +2,6 @@
 in either stage resumes to the same history. Runs on a mocked clock: 5 s per epoch, a 60 s budget, 12 epochs."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from molsym.train.cli import main
 from molsym.train.config import ConfigError, validate_config
 from molsym.train.log import read_csv
 from molsym.train.stages import TwoStages
-from train_helpers import StepClock, metric_columns, tiny_config, write_config
+from train_helpers import StepClock, assert_same_history, tiny_config, write_config
 
 LOSS = {"energy": 1.0, "forces": 10.0, "stress": 0.0}
 STAGE_TWO = {"start": 0.5, "energy": 50.0, "forces": 5.0, "stress": None}
@@ -88,8 +87,4 @@ def test_killed_run_resumes_in_its_stage_to_the_same_history(tmp_path, monkeypat
     monkeypatch.setattr(loop, "clock", StepClock())
     assert main(["train", str(_config(tmp_path, "killed")), "--resume"]) == 0
     whole, resumed = (read_csv(tmp_path / name / "log.csv") for name in ("whole", "killed"))
-    assert len(whole) == len(resumed) == 12
-    for got, want in zip(metric_columns(resumed), metric_columns(whole)):
-        assert got.keys() == want.keys()
-        for key in want:
-            assert math.isclose(got[key], want[key], rel_tol=1e-12, abs_tol=1e-15), (got["epoch"], key)
+    assert_same_history(resumed, whole, 12)

@@ -1,6 +1,7 @@
 """Small training configs shared by the training tests (tiny models, the shipped 3BPA subset)."""
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -55,6 +56,15 @@ def run_cli(*args: str, timeout: float = 300, env_extra: dict | None = None) -> 
 def metric_columns(history: list[dict]) -> list[dict]:
     """History rows without the wall-clock columns (which differ between runs)."""
     return [{k: v for k, v in row.items() if k not in ("time_s", "structures_per_s")} for row in history]
+
+
+def assert_same_history(resumed: list[dict], reference: list[dict], epochs: int) -> None:
+    """A resumed run's log rows equal the uninterrupted run's (wall-clock columns aside), to 1e-12."""
+    assert len(resumed) == len(reference) == epochs
+    for got, want in zip(metric_columns(resumed), metric_columns(reference)):
+        assert got.keys() == want.keys()
+        for key in want:
+            assert math.isclose(got[key], want[key], rel_tol=1e-12, abs_tol=1e-15), (got["epoch"], key)
 
 
 class StepClock:
