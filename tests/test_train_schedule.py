@@ -70,6 +70,17 @@ def test_planned_cosine_is_the_closed_form():
                                               rel=1e-12)
 
 
+def test_restarting_the_plateau_judges_only_the_new_loss_and_keeps_the_reductions():
+    lr, optimizer = _schedule(type="plateau", warmup_epochs=0)  # patience 1, factor 0.5
+    for loss in (1.0, 2.0, 2.0):  # two evaluations without improvement: one reduction
+        lr.report(loss)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
+    lr.restart_plateau()  # e.g. stage two: a loss 10x larger is not a plateau against the old best
+    for loss in (10.0, 9.0, 8.0):
+        lr.report(loss)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005) and lr.best == 8.0
+
+
 def test_fitted_schedule_is_saved_and_restored():
     lr, optimizer = _schedule()
     _run(lr, optimizer, 20)

@@ -307,6 +307,7 @@ class Run:
         """Reweight the loss from the next epoch on; the best checkpoint is chosen afresh by the new loss."""
         self.stages.stage = 2
         self.best_loss = math.inf
+        self.schedule.restart_plateau()
         if self.guard is not None:
             self.guard.restart_level()
         if self.world.is_main:

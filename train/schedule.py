@@ -127,6 +127,12 @@ class LearningRate:
             self.bad_evaluations = 0
             self.apply()
 
+    def restart_plateau(self) -> None:
+        """Forget the best validation loss (the loss was redefined): plateaus are judged on the new loss only;
+        the reductions made so far stay."""
+        self.best = math.inf
+        self.bad_evaluations = 0
+
     def state_dict(self) -> dict:
         return {"step_count": self.step_count, "plateau_scale": self.plateau_scale, "best": self.best,
                 "bad_evaluations": self.bad_evaluations, "total_steps": self.total_steps,

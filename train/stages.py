@@ -14,8 +14,8 @@ so a run stopped by its time budget still spends its last ``1 - start`` in
 stage two. The switch changes only the loss weights: the LR keeps following
 its schedule (a cosine is at 15 % of its peak 0.75 of the way along, and
 anneals on to ``min_lr``), the weight average (EMA) goes
-on, and the divergence guard restarts its running level (the loss's scale
-changes). The best checkpoint is chosen afresh in stage two, by stage two's
+on, and the divergence guard restarts its running level and a plateau
+schedule its best loss (the loss's scale changes). The best checkpoint is chosen afresh in stage two, by stage two's
 validation loss, so ``best.pt`` is a stage-two model; ``log.csv`` has a
 ``stage`` column. The stage is saved in ``last.pt`` and resumes with it.
 """
