@@ -32,9 +32,9 @@ def _torchrun() -> str:
 
 def test_two_processes_match_one(tmp_path):
     torchrun = _torchrun()
-    # EMA off: the logged curve is that of the raw weights
+    # EMA off: the logged curve is that of the raw weights; stage two from epoch 3 (2 of 3 epochs done)
     config = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "run", epochs=3, ema=None,
-                                                           data={"batch_size": 4}))
+                                                           data={"batch_size": 4}, stage_two={"start": 0.5}))
     single = run_cli("train", str(config), "--output", str(tmp_path / "one"))
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -43,7 +43,7 @@ def test_two_processes_match_one(tmp_path):
     double = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert double.returncode == 0, double.stderr[-3000:]
     one, two = read_csv(tmp_path / "one" / "log.csv"), read_csv(tmp_path / "two" / "log.csv")
-    assert len(one) == len(two) == 3
+    assert len(one) == len(two) == 3 and [row["stage"] for row in two] == [1, 1, 2]
     for a, b in zip(metric_columns(one), metric_columns(two)):
         assert a.keys() == b.keys()
         for key in a:

@@ -76,6 +76,16 @@ def broadcast_flag(value: bool, world: World, device: torch.device) -> bool:
     return bool(flag.item())
 
 
+def broadcast_number(value: float, world: World, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (e.g. the seconds spent, which each rank's clock measures a little
+    differently)."""
+    if not world.distributed:
+        return value
+    number = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.broadcast(number, src=0)
+    return float(number.item())
+
+
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()

@@ -33,7 +33,8 @@ from molsym.models.potential import Potential
 from molsym.train import recipe
 from molsym.train import state as run_files
 from molsym.train.data import build_splits, has_target, model_config_from_data
-from molsym.train.distributed import World, all_reduce_sum, barrier, broadcast_flag, init_world, resolve_device, shutdown
+from molsym.train.distributed import (World, all_reduce_sum, barrier, broadcast_flag, broadcast_number, init_world,
+                                      resolve_device, shutdown)
 from molsym.train.ema import WeightAverage
 from molsym.train.guard import GOOD, LossGuard, TrainingDiverged, frame_origin
 from molsym.train.evaluate import evaluate, loader
@@ -277,6 +278,8 @@ class Run:
             row.update({f"valid_{k}": v for k, v in sums.metrics().items()})
             self.schedule.report(valid_loss)
         row.update(events)
+        # the schedule's fit and the stage switch must agree on every rank: rank 0's clock decides
+        self.elapsed = broadcast_number(self.elapsed, world, self.device)
         if self.stages.enabled:
             row["stage"] = self.stages.stage
         self.schedule.fit_to_budget(self.schedule.step_count, self.elapsed, config["max_time"])
